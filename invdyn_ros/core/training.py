@@ -1,0 +1,318 @@
+"""Offline training of the stateful LSTM: truncated BPTT over trajectory segments.
+
+Model, data and training apart (as in minGPT): :mod:`.lstm` is the network, this module turns
+trajectories into batches and runs the optimiser, :mod:`.checkpoint` writes the result.
+
+Batches. Each trajectory is cut into segments of ``segment`` samples (a random offset per epoch,
+so boundaries move); never across trajectory boundaries. ``batch`` segments run side by side,
+in windows of ``window`` samples: the LSTM state is carried from one window to the next of the
+same segment and detached in between (truncated back-propagation through time), so the model
+learns to use long-lived state while each update costs O(window). Every segment starts from the
+zero state, as a trajectory does in evaluation; the first ``burn_in`` samples of a segment are
+left out of the loss, as the state is not yet informative there.
+
+The loss is the MSE of normalised torques (each joint weighs the same, whatever its scale);
+reported figures are in Nm^2 (the paper's eq. 3) and as normalised MSE (MSE / variance).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+import logging
+import math
+import time
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from invdyn_ros.core.accel import AccelConfig, ensure_qdd
+from invdyn_ros.core.lstm import LstmConfig, LstmInverseDynamics, Normalizer, sequence_inputs
+from invdyn_ros.core.trajectory import DataError, Trajectory
+
+_LOG = logging.getLogger(__name__)
+
+OPTIMIZERS = ('adagrad', 'adam')
+#: Fewest samples a trajectory must have to be used for training.
+MIN_TRAJ_SAMPLES = 8
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (architecture lives in :class:`LstmConfig`).
+
+    Attributes:
+        epochs: maximum passes over the training data.
+        batch: segments trained side by side per update.
+        window: truncated-BPTT window [samples].
+        segment: samples per segment; state is carried across the windows of a segment.
+        burn_in: samples at each segment start left out of the loss.
+        lr: learning rate (Adagrad as in the paper, or Adam).
+        optimizer: 'adagrad' or 'adam'.
+        grad_clip: global gradient-norm clip (0: off).
+        val_fraction: share of trajectories held out for validation / early stopping.
+        patience: epochs without validation improvement before stopping (0: never stop early).
+        seed: seeds numpy and torch, so a run is reproducible on the same machine.
+        threads: torch CPU threads (set deliberately: 2 cores here, DDS needs one in operation).
+        device: 'auto' (GPU when present), 'cpu' or 'cuda'.
+    """
+
+    epochs: int = 40
+    batch: int = 16
+    window: int = 64
+    segment: int = 512
+    burn_in: int = 8
+    lr: float = 0.05
+    optimizer: str = 'adagrad'
+    grad_clip: float = 1.0
+    val_fraction: float = 0.2
+    patience: int = 6
+    seed: int = 0
+    threads: int = 2
+    device: str = 'auto'
+
+    def validate(self) -> 'TrainConfig':
+        for name in ('epochs', 'batch', 'window', 'segment', 'threads'):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f'{name} must be a positive integer, got {v!r}')
+        for name in ('burn_in', 'patience', 'seed'):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f'{name} must be a non-negative integer, got {v!r}')
+        if self.burn_in >= self.segment:
+            raise ValueError(f'burn_in ({self.burn_in}) must be < segment ({self.segment})')
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f'lr must be a positive number, got {self.lr!r}')
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise ValueError(f'grad_clip must be >= 0, got {self.grad_clip!r}')
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f'val_fraction must be in [0, 1), got {self.val_fraction!r}')
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f'optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}')
+        if self.device not in ('auto', 'cpu', 'cuda'):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        return self
+
+
+@dataclass
+class Prepared:
+    """One trajectory as model arrays: inputs x (T, 3d) and torques y (T, d) [Nm]."""
+
+    x: np.ndarray
+    y: np.ndarray
+    source: str
+
+
+def prepare(trajs: Sequence[Trajectory], joint_names: Sequence[str],
+            accel: AccelConfig = AccelConfig(), prefer_recorded_qdd: bool = False
+            ) -> list[Prepared]:
+    """Select joints by name, estimate accelerations causally, stack model inputs."""
+    out = []
+    for tr in trajs:
+        tr = tr.select(joint_names)
+        if len(tr) < MIN_TRAJ_SAMPLES:
+            _LOG.warning('%s: skipped, only %d samples', tr.source, len(tr))
+            continue
+        tr = ensure_qdd(tr, accel, prefer_recorded=prefer_recorded_qdd)
+        out.append(Prepared(sequence_inputs(tr.q, tr.qd, tr.qdd), tr.tau, tr.source))
+    if not out:
+        raise DataError('', f'no trajectory with at least {MIN_TRAJ_SAMPLES} samples')
+    return out
+
+
+def split_by_trajectory(data: list[Prepared], val_fraction: float, rng: np.random.Generator
+                        ) -> tuple[list[Prepared], list[Prepared]]:
+    """Hold out whole trajectories; with a single trajectory, hold out its last part."""
+    if val_fraction <= 0.0:
+        return data, []
+    if len(data) == 1:
+        d = data[0]
+        cut = int(len(d.x) * (1.0 - val_fraction))
+        if cut < MIN_TRAJ_SAMPLES or len(d.x) - cut < MIN_TRAJ_SAMPLES:
+            return data, []
+        return ([Prepared(d.x[:cut], d.y[:cut], d.source + '[train part]')],
+                [Prepared(d.x[cut:], d.y[cut:], d.source + '[val part]')])
+    order = rng.permutation(len(data))
+    n_val = max(1, int(round(len(data) * val_fraction)))
+    return [data[i] for i in order[n_val:]], [data[i] for i in order[:n_val]]
+
+
+def _segments(data: list[Prepared], cfg: TrainConfig, rng: np.random.Generator
+              ) -> list[tuple[int, int, int]]:
+    segs = []
+    for i, d in enumerate(data):
+        n = len(d.x)
+        offset = int(rng.integers(0, min(cfg.segment, n)))
+        starts = ([0] if offset > 0 else []) + list(range(offset, n, cfg.segment))
+        for s in starts:
+            e = offset if (s == 0 and offset > 0) else min(s + cfg.segment, n)
+            if e - s > cfg.burn_in:
+                segs.append((i, s, e))
+    return segs
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if name == 'cuda' and not torch.cuda.is_available():
+        raise ValueError('device cuda requested but no GPU is available')
+    return torch.device(name)
+
+
+@dataclass
+class TrainResult:
+    model: LstmInverseDynamics
+    history: list[dict]
+    best_epoch: int
+    train_samples: int
+    val_samples: int
+    wall_s: float
+    stopped: str
+
+
+def predict_sequence(model: LstmInverseDynamics, x: np.ndarray,
+                     device: Optional[torch.device] = None) -> np.ndarray:
+    """Torques (T, d) [Nm] for one trajectory's inputs x (T, 3d), from the zero state."""
+    device = device or model.head.weight.device
+    with torch.no_grad():
+        xt = torch.as_tensor(x, dtype=model.dtype, device=device)[None]
+        tau, _ = model(xt)
+    return tau[0].double().cpu().numpy()
+
+
+def mse_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """MSE [Nm^2] (the paper's eq. 3) and normalised MSE (MSE / variance), per joint and mean."""
+    err = np.mean((y_pred - y_true) ** 2, axis=0)
+    var = np.maximum(np.var(y_true, axis=0), 1e-12)
+    return {'mse': float(err.mean()), 'nmse': float((err / var).mean()),
+            'mse_per_joint': err.tolist(), 'nmse_per_joint': (err / var).tolist()}
+
+
+def evaluate_sequences(model: LstmInverseDynamics, data: list[Prepared]) -> dict:
+    """Scores over trajectories, each run from the zero state with state carried throughout."""
+    if not data:
+        return {}
+    y = np.concatenate([d.y for d in data])
+    p = np.concatenate([predict_sequence(model, d.x) for d in data])
+    return mse_scores(y, p)
+
+
+def train_lstm(trajs: Sequence[Trajectory], model_config: LstmConfig,
+               cfg: TrainConfig = TrainConfig(), accel: AccelConfig = AccelConfig(),
+               val_trajs: Optional[Sequence[Trajectory]] = None,
+               progress: Optional[Callable[[dict], None]] = None,
+               prefer_recorded_qdd: bool = False) -> TrainResult:
+    """Train an LSTM inverse-dynamics model on ``trajs``.
+
+    Args:
+        trajs: training trajectories (any loader's output), joints selected by
+            ``model_config.joint_names``.
+        model_config: architecture and joints.
+        cfg: optimisation settings.
+        accel: acceleration-estimator settings (stored in the checkpoint; the predictor uses
+            the same).
+        val_trajs: explicit validation trajectories; default: ``cfg.val_fraction`` of trajs.
+        progress: called after each epoch with that epoch's history entry.
+
+    Returns:
+        The best model by validation MSE (the last one without validation data).
+    """
+    cfg.validate()
+    t_start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    names = model_config.joint_names
+    data = prepare(trajs, names, accel, prefer_recorded_qdd)
+    if val_trajs is not None:
+        train, val = data, prepare(val_trajs, names, accel, prefer_recorded_qdd)
+    else:
+        train, val = split_by_trajectory(data, cfg.val_fraction, rng)
+    x_all = np.concatenate([d.x for d in train])
+    y_all = np.concatenate([d.y for d in train])
+    model = LstmInverseDynamics(model_config, Normalizer.from_data(x_all, y_all)).to(device)
+    if cfg.optimizer == 'adagrad':
+        opt = torch.optim.Adagrad(model.parameters(), lr=cfg.lr)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    y_std = model.y_std
+    xs = [torch.as_tensor(d.x, dtype=torch.float32) for d in train]
+    ys = [torch.as_tensor(d.y, dtype=torch.float32) for d in train]
+    history: list[dict] = []
+    best = (math.inf, -1, None)
+    stopped = 'epochs'
+    for epoch in range(cfg.epochs):
+        model.train()
+        segs = _segments(train, cfg, rng)
+        order = rng.permutation(len(segs))
+        loss_sum, loss_n = 0.0, 0
+        for b0 in range(0, len(order), cfg.batch):
+            chunk = [segs[k] for k in order[b0:b0 + cfg.batch]]
+            lens = [e - s for _, s, e in chunk]
+            L = max(lens)
+            xb = torch.zeros(len(chunk), L, model_config.input_dim)
+            yb = torch.zeros(len(chunk), L, model_config.output_dim)
+            mask = torch.zeros(len(chunk), L, 1)
+            for j, (i, s, e) in enumerate(chunk):
+                xb[j, :e - s] = xs[i][s:e]
+                yb[j, :e - s] = ys[i][s:e]
+                mask[j, cfg.burn_in:e - s] = 1.0
+            xb, yb, mask = xb.to(device), yb.to(device), mask.to(device)
+            state = None
+            for w0 in range(0, L, cfg.window):
+                sl = slice(w0, w0 + cfg.window)
+                m = mask[:, sl]
+                tau, state = model(xb[:, sl], state)
+                state = (state[0].detach(), state[1].detach())
+                n = m.sum() * model_config.output_dim
+                if n.item() == 0:
+                    continue
+                loss = ((((tau - yb[:, sl]) / y_std) ** 2) * m).sum() / n
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f'training diverged (loss {loss.item()}) in epoch {epoch + 1}; '
+                        'try a smaller learning rate')
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                loss_sum += loss.item() * n.item()
+                loss_n += n.item()
+        model.eval()
+        entry = {'epoch': epoch + 1, 'train_loss': loss_sum / max(loss_n, 1),
+                 'wall_s': time.perf_counter() - t_start}
+        if val:
+            scores = evaluate_sequences(model, val)
+            entry.update(val_mse=scores['mse'], val_nmse=scores['nmse'])
+            score = scores['mse']
+        else:
+            score = entry['train_loss']
+        history.append(entry)
+        if progress:
+            progress(entry)
+        if score < best[0]:
+            best = (score, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        elif cfg.patience and epoch - best[1] >= cfg.patience:
+            stopped = f'early stop: no validation improvement for {cfg.patience} epochs'
+            break
+    model.load_state_dict(best[2])
+    model.eval()
+    return TrainResult(model=model.cpu(), history=history, best_epoch=best[1] + 1,
+                       train_samples=int(sum(len(d.x) for d in train)),
+                       val_samples=int(sum(len(d.x) for d in val)),
+                       wall_s=time.perf_counter() - t_start, stopped=stopped)
+
+
+def training_meta(result: TrainResult, cfg: TrainConfig, accel: AccelConfig,
+                  sources: Sequence[str]) -> dict:
+    """Training metadata for the checkpoint (what data, how, and how well)."""
+    last = result.history[result.best_epoch - 1] if result.history else {}
+    return {'train_config': asdict(cfg), 'accel_config': accel.to_dict(),
+            'data_sources': list(sources), 'train_samples': result.train_samples,
+            'val_samples': result.val_samples, 'best_epoch': result.best_epoch,
+            'epochs_run': len(result.history), 'stopped': result.stopped,
+            'wall_s': round(result.wall_s, 3),
+            'val_mse': last.get('val_mse'), 'val_nmse': last.get('val_nmse')}
