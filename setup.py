@@ -29,6 +29,10 @@ setup(
     entry_points={
         'console_scripts': [
             'invdyn = invdyn_ros.cli:main',
+            'predictor = invdyn_ros.nodes.predictor:main',
+            'trainer = invdyn_ros.nodes.trainer:main',
+            'gp_baseline = invdyn_ros.nodes.gp_baseline:main',
+            'lwr_sim = invdyn_ros.nodes.lwr_sim:main',
         ],
     },
 )

@@ -7,6 +7,7 @@
     invdyn train --data PATH... --out MODEL                      fit an LSTM, write a checkpoint
     invdyn eval --model MODEL --data PATH... [--json OUT]        step-by-step scores
     invdyn model info MODEL                                      what a checkpoint holds
+    invdyn up predict [sim:=true trainer:=true ...]              the node graph, as launched
     invdyn demo --out DIR [--quick]                              the main job
 
 Errors in inputs (files, arguments) print one clear line and exit with status 2; nothing
@@ -211,6 +212,15 @@ def cmd_model_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from invdyn_ros.graph import parse_launch_args, run_graph
+    try:
+        parse_launch_args(args.graph, args.launch_args)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    return run_graph(args.graph, args.launch_args, duration_s=args.duration)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from invdyn_ros.demo import run_demo
     return run_demo(Path(args.out), quick=args.quick)
@@ -303,6 +313,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = msub.add_parser('info', help='print what a checkpoint holds')
     s.add_argument('model')
     s.set_defaults(func=cmd_model_info)
+
+    u = sub.add_parser('up', help='start a node graph as its launch file would (no ROS '
+                       'install needed)', description='Start the processes of '
+                       'launch/<graph>.launch.py, e.g. `invdyn up predict sim:=true '
+                       'trainer:=true`. Launch arguments: sim, trainer, gp (true/false), model, '
+                       'gp_model (paths), joint_states (topic).')
+    u.add_argument('graph', choices=('predict',), help='which launch file')
+    u.add_argument('launch_args', nargs='*', metavar='name:=value', help='launch arguments')
+    u.add_argument('--duration', type=_positive_float,
+                   help='stop after this many seconds (default: run until Ctrl-C)')
+    u.set_defaults(func=cmd_up)
 
     d = sub.add_parser('demo', help='the main job: simulate, learn, predict, plot')
     d.add_argument('--out', default='demo_out', help='folder for figures and results')

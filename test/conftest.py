@@ -17,3 +17,20 @@ def shared_data(rel: str) -> Path:
         pytest.skip(f'shared robot data not found at {p} (set INVDYN_SHARED_DATA or place '
                     f'the data in ../shared/data)')
     return p
+
+
+# --- DDS isolation --------------------------------------------------------------------------
+# Set before anything imports rclpy: traffic stays on this machine, and each test run gets its
+# own domain so concurrent runs (two checkouts, CI beside a session) cannot hear each other.
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(REPO / 'config' / 'fastdds_localhost.xml')
+os.environ['RMW_IMPLEMENTATION'] = 'rmw_fastrtps_cpp'
+if 'INVDYN_TEST_DOMAIN_ID' in os.environ:
+    os.environ['ROS_DOMAIN_ID'] = os.environ['INVDYN_TEST_DOMAIN_ID']
+else:
+    # 1..100: valid for Fast DDS's default port mapping; pid-derived so runs differ.
+    os.environ['ROS_DOMAIN_ID'] = str(1 + (os.getpid() * 7919 + int.from_bytes(
+        os.urandom(2), 'little')) % 100)
+os.environ.setdefault('PYTHONPATH', str(REPO))
+if str(REPO) not in os.environ['PYTHONPATH'].split(os.pathsep):
+    os.environ['PYTHONPATH'] = str(REPO) + os.pathsep + os.environ['PYTHONPATH']

@@ -1,0 +1,844 @@
+"""Gaussian-process inverse-dynamics baseline tau = f(q, qd, qdd), for comparison with the LSTM.
+
+Rueckert et al. (2017) compare their LSTM with GP regression; this module is that baseline, fed
+through the same code paths as the LSTM: :func:`train_gp` takes the same trajectories and runs
+them through :func:`invdyn_ros.core.training.prepare`, so the GP sees exactly the LSTM's inputs
+``x = [q_1..q_d, qd_1..qd_d, qdd_1..qdd_d]`` (3d,) [rad, rad/s, rad/s^2] (accelerations from the
+same causal estimator) and predicts the same ``tau`` (d,) [Nm]; it is saved in the same
+checkpoint format (kind ``'gp'``, see :mod:`invdyn_ros.core.checkpoint`).
+
+Model. One independent GP per joint, all d of them in one GPyTorch model through a batch
+dimension (``batch_shape = (d,)``): per joint a constant mean, a scaled Matern-5/2 kernel with
+one length scale per input (ARD) and Gaussian noise, each with its own hyperparameters. Inputs
+and torques are normalised with the LSTM's :class:`~invdyn_ros.core.lstm.Normalizer` (stored in
+the model), so the hyperparameters live in normalised units; everything the class returns is in
+physical units.
+
+* ``kind='exact'``: exact inference, hyperparameters by maximising the exact marginal log
+  likelihood (Adam, full batch). Time O(n^3) and memory O(d n^2): refused above
+  ``max_exact_points`` unless ``subsample`` is set.
+* ``kind='sparse'``: stochastic variational GP (Hensman et al. 2013): ``num_inducing`` inducing
+  points per joint (initialised by k-means, or a random subset, of the inputs, then learned),
+  whitened Cholesky variational distribution, variational ELBO on minibatches (Adam). The
+  joints are batch dimensions of one :class:`gpytorch.variational.VariationalStrategy` (not an
+  ``IndependentMultitaskVariationalStrategy``): that keeps one Gaussian likelihood with a noise
+  per joint, the same likelihood and prediction code as the exact model, and the ELBO per joint.
+  Cost per step O(d (b m^2 + m^3)), independent of n, so the baseline has a number at 100k
+  samples too.
+
+Prediction. :meth:`GpInverseDynamics.predict` runs GPyTorch in chunks (batched, for evaluation);
+:meth:`GpInverseDynamics.predict_one` is the per-sample path for a node running at a decimated
+rate: plain numpy on caches made once after fitting or loading (for the exact GP the weights
+alpha = (K + s^2 I)^-1 (y - c) and the Cholesky factor of K + s^2 I, so one prediction is one
+kernel row per joint, a dot product and a triangular solve), equal to the GPyTorch prediction
+to rounding. Both return the predictive standard deviation *including* the observation noise,
+in Nm.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+import math
+import time
+from typing import Iterator, Optional, Sequence
+
+import gpytorch
+import numpy as np
+from scipy.linalg import solve_triangular
+import torch
+
+from invdyn_ros.core.accel import AccelConfig
+from invdyn_ros.core.lstm import DEFAULT_INPUT_KIND, INPUT_KINDS, Normalizer
+from invdyn_ros.core.training import prepare
+from invdyn_ros.core.trajectory import Trajectory
+
+GP_KINDS = ('exact', 'sparse')
+INDUCING_INITS = ('kmeans', 'random')
+DEFAULT_NUM_INDUCING = 500
+#: Largest training set exact inference accepts: the d kernel matrices take d n^2 8 bytes
+#: (1.4 GB for 7 joints at 5000) several times over during the fit, and each optimiser step
+#: costs O(d n^3).
+DEFAULT_MAX_EXACT_POINTS = 5000
+DEFAULT_TRAINING_ITERS = 100
+DEFAULT_LR = 0.05
+DEFAULT_BATCH_SIZE = 1024
+#: Everything runs in float64: a GP's Cholesky factors lose too much in float32, and the
+#: numpy fast path is checked against GPyTorch to 1e-6.
+DTYPE = torch.float64
+#: Matern smoothness: 5/2 gives twice-differentiable functions, as rigid-body dynamics are.
+MATERN_NU = 2.5
+#: Lower bound on the noise variance, in normalised torque units (std >= 0.1 % of the torque
+#: std): GPyTorch's default 1e-4 would forbid the low noise of simulated data.
+NOISE_FLOOR = 1e-6
+#: Initial noise variance (normalised), i.e. 10 % noise std: a neutral start for the optimiser.
+INIT_NOISE = 0.01
+#: Jitter (added to the diagonal only when a Cholesky factorisation fails) for float64.
+CHOLESKY_JITTER = 1e-8
+#: Test points per GPyTorch call in :meth:`GpInverseDynamics.predict` (bounds the d x chunk x n
+#: cross-covariance in memory: 7 x 2048 x 5000 x 8 B = 570 MB at the exact limit).
+PREDICT_CHUNK = 2048
+#: k-means for inducing points: Lloyd iterations, and the most points it looks at.
+KMEANS_ITERS = 20
+KMEANS_MAX_POINTS = 20000
+DEFAULT_THREADS = 2
+
+
+@dataclass
+class GpConfig:
+    """Interface and fitting settings of a GP inverse-dynamics baseline.
+
+    Attributes:
+        joint_names: the d joints whose q, qd, qdd are inputs and whose torques are outputs.
+        rate_hz: sample rate [Hz] of the training data; the GP is static, but the acceleration
+            estimate it is fed depends on the rate, so a predictor must run at the same one.
+        input_kind: input layout, a key of :data:`~invdyn_ros.core.lstm.INPUT_KINDS`
+            (``'q_qd_qdd'``: x = [q, qd, qdd], 3d inputs), as for the LSTM.
+        kind: ``'exact'`` or ``'sparse'`` (SVGP).
+        num_inducing: inducing points per joint (sparse).
+        max_exact_points: most training samples an exact GP accepts.
+        subsample: with more samples than ``max_exact_points``, fit an exact GP on a random
+            subset of that many (seeded) instead of refusing.
+        training_iters: optimiser steps (exact: full-batch; sparse: minibatch).
+        lr: Adam learning rate.
+        batch_size: minibatch size (sparse).
+        inducing_init: ``'kmeans'`` or ``'random'`` (a random subset of the inputs).
+        seed: seeds subsampling, k-means, minibatch order and torch.
+        threads: torch CPU threads while fitting and predicting (restored afterwards).
+    """
+
+    joint_names: tuple[str, ...]
+    rate_hz: float
+    input_kind: str = DEFAULT_INPUT_KIND
+    kind: str = 'exact'
+    num_inducing: int = DEFAULT_NUM_INDUCING
+    max_exact_points: int = DEFAULT_MAX_EXACT_POINTS
+    subsample: bool = False
+    training_iters: int = DEFAULT_TRAINING_ITERS
+    lr: float = DEFAULT_LR
+    batch_size: int = DEFAULT_BATCH_SIZE
+    inducing_init: str = 'kmeans'
+    seed: int = 0
+    threads: int = DEFAULT_THREADS
+
+    def __post_init__(self) -> None:
+        if isinstance(self.joint_names, str):
+            # A bare string would silently become one joint per character.
+            raise ValueError(f'joint_names must be a sequence of names, got {self.joint_names!r}')
+        self.joint_names = tuple(self.joint_names)
+        self.validate()
+
+    @property
+    def dof(self) -> int:
+        """Number of joints d."""
+        return len(self.joint_names)
+
+    @property
+    def input_dim(self) -> int:
+        """Length of one input sample (3d for 'q_qd_qdd')."""
+        return len(INPUT_KINDS[self.input_kind]) * self.dof
+
+    @property
+    def output_dim(self) -> int:
+        """One torque per joint: d."""
+        return self.dof
+
+    def validate(self) -> 'GpConfig':
+        """Raise ValueError naming the first unusable field; returns self."""
+        names = self.joint_names
+        if len(names) == 0:
+            raise ValueError('joint_names is empty: the model needs at least one joint')
+        if not all(isinstance(n, str) and n for n in names):
+            raise ValueError(f'joint_names must be non-empty strings, got {list(names)}')
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f'duplicate joint names {dup} in {list(names)}')
+        if (isinstance(self.rate_hz, bool) or not isinstance(self.rate_hz, (int, float))
+                or not math.isfinite(self.rate_hz) or self.rate_hz <= 0.0):
+            raise ValueError(f'rate_hz must be a positive finite number, got {self.rate_hz!r}')
+        if self.input_kind not in INPUT_KINDS:
+            raise ValueError(
+                f'unknown input_kind {self.input_kind!r}; known: {sorted(INPUT_KINDS)}')
+        if self.kind not in GP_KINDS:
+            raise ValueError(f'kind must be one of {list(GP_KINDS)}, got {self.kind!r}')
+        if self.inducing_init not in INDUCING_INITS:
+            raise ValueError(
+                f'inducing_init must be one of {list(INDUCING_INITS)}, got {self.inducing_init!r}')
+        for name in ('num_inducing', 'max_exact_points', 'training_iters', 'batch_size',
+                     'threads'):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f'{name} must be a positive integer, got {v!r}')
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or (
+                self.seed < 0):
+            raise ValueError(f'seed must be a non-negative integer, got {self.seed!r}')
+        if not isinstance(self.subsample, bool):
+            raise ValueError(f'subsample must be True or False, got {self.subsample!r}')
+        if (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))
+                or not math.isfinite(self.lr) or self.lr <= 0.0):
+            raise ValueError(f'lr must be a positive number, got {self.lr!r}')
+        return self
+
+    def settings(self) -> dict:
+        """The fitting settings (everything but the interface), JSON-ready."""
+        return {'kind': self.kind, 'num_inducing': int(self.num_inducing),
+                'max_exact_points': int(self.max_exact_points), 'subsample': self.subsample,
+                'training_iters': int(self.training_iters), 'lr': float(self.lr),
+                'batch_size': int(self.batch_size), 'inducing_init': self.inducing_init,
+                'seed': int(self.seed), 'threads': int(self.threads)}
+
+
+#: Keys of :meth:`GpConfig.settings` (the checkpoint's ``config`` object for kind 'gp').
+SETTINGS_KEYS = frozenset({
+    'kind', 'num_inducing', 'max_exact_points', 'subsample', 'training_iters', 'lr',
+    'batch_size', 'inducing_init', 'seed', 'threads'})
+
+
+# --------------------------------------------------------------------------------------------
+# GPyTorch models
+
+
+def _mean_and_kernel(d: int, input_dim: int
+                     ) -> tuple[gpytorch.means.Mean, gpytorch.kernels.Kernel]:
+    batch = torch.Size([d])
+    mean = gpytorch.means.ConstantMean(batch_shape=batch)
+    kernel = gpytorch.kernels.ScaleKernel(
+        gpytorch.kernels.MaternKernel(nu=MATERN_NU, ard_num_dims=input_dim, batch_shape=batch),
+        batch_shape=batch)
+    return mean, kernel
+
+
+class _ExactBatchGp(gpytorch.models.ExactGP):
+    """d independent exact GPs: inputs (n, D) shared, targets (d, n), outputs batched (d, .)."""
+
+    def __init__(self, train_x: torch.Tensor, train_y: torch.Tensor,
+                 likelihood: gpytorch.likelihoods.GaussianLikelihood) -> None:
+        super().__init__(train_x, train_y, likelihood)
+        self.mean_module, self.covar_module = _mean_and_kernel(train_y.shape[0],
+                                                               train_x.shape[-1])
+
+    def forward(self, x: torch.Tensor) -> gpytorch.distributions.MultivariateNormal:
+        return gpytorch.distributions.MultivariateNormal(self.mean_module(x),
+                                                         self.covar_module(x))
+
+
+class _SparseBatchGp(gpytorch.models.ApproximateGP):
+    """d independent SVGPs, each with its own m inducing points: inducing (d, m, D)."""
+
+    def __init__(self, inducing: torch.Tensor) -> None:
+        d, m, input_dim = inducing.shape
+        variational = gpytorch.variational.CholeskyVariationalDistribution(
+            m, batch_shape=torch.Size([d]))
+        strategy = gpytorch.variational.VariationalStrategy(
+            self, inducing, variational, learn_inducing_locations=True)
+        super().__init__(strategy)
+        self.mean_module, self.covar_module = _mean_and_kernel(d, input_dim)
+
+    def forward(self, x: torch.Tensor) -> gpytorch.distributions.MultivariateNormal:
+        return gpytorch.distributions.MultivariateNormal(self.mean_module(x),
+                                                         self.covar_module(x))
+
+
+def _likelihood(d: int) -> gpytorch.likelihoods.GaussianLikelihood:
+    return gpytorch.likelihoods.GaussianLikelihood(
+        batch_shape=torch.Size([d]),
+        noise_constraint=gpytorch.constraints.GreaterThan(NOISE_FLOOR))
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch threads, restoring the caller's setting afterwards."""
+    old = torch.get_num_threads()
+    if n != old:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
+@contextmanager
+def _gp_settings(max_points: int) -> Iterator[None]:
+    """GPyTorch settings for every fit and prediction here.
+
+    ``max_cholesky_size`` above the training size makes exact inference really exact (a
+    Cholesky factorisation, not GPyTorch's default conjugate gradients beyond 800 points); the
+    jitter is only added when a factorisation fails.
+    """
+    with gpytorch.settings.max_cholesky_size(int(max_points) + 1), \
+            gpytorch.settings.cholesky_jitter(float_value=1e-6, double_value=CHOLESKY_JITTER), \
+            gpytorch.settings.cholesky_max_tries(3):
+        yield
+
+
+def kmeans_centres(x: np.ndarray, k: int, rng: np.random.Generator,
+                   iters: int = KMEANS_ITERS, max_points: int = KMEANS_MAX_POINTS
+                   ) -> np.ndarray:
+    """k cluster centres (k, D) of points x (n, D) by Lloyd's algorithm from a random subset.
+
+    At most ``max_points`` points (a random subset) are clustered: inducing points only need
+    to cover the input distribution, not to be optimal (they are learned afterwards).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if k > len(x):
+        raise ValueError(f'cannot pick {k} centres from {len(x)} points')
+    if len(x) > max_points:
+        x = x[rng.choice(len(x), max_points, replace=False)]
+    centres = x[rng.choice(len(x), k, replace=False)].copy()
+    x_sq = np.sum(x * x, axis=1)
+    for _ in range(iters):
+        d2 = x_sq[:, None] - 2.0 * x @ centres.T + np.sum(centres * centres, axis=1)[None, :]
+        label = np.argmin(d2, axis=1)
+        counts = np.bincount(label, minlength=k)
+        sums = np.zeros_like(centres)
+        np.add.at(sums, label, x)
+        filled = counts > 0  # an empty cluster keeps its old centre
+        new = centres.copy()
+        new[filled] = sums[filled] / counts[filled, None]
+        if np.allclose(new, centres):
+            centres = new
+            break
+        centres = new
+    return centres
+
+
+# --------------------------------------------------------------------------------------------
+# Numpy fast path
+
+
+def _matern52(r: np.ndarray) -> np.ndarray:
+    """Matern-5/2 correlation of scaled distances r (any shape)."""
+    s5r = math.sqrt(5.0) * r
+    return (1.0 + s5r + (5.0 / 3.0) * r * r) * np.exp(-s5r)
+
+
+def _safe_cholesky(a: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of the SPD matrix a (n, n); adds growing jitter as GPyTorch does
+    if the plain factorisation fails."""
+    try:
+        return np.linalg.cholesky(a)
+    except np.linalg.LinAlgError:
+        pass
+    jitter = CHOLESKY_JITTER
+    for _ in range(3):
+        try:
+            return np.linalg.cholesky(a + jitter * np.eye(len(a)))
+        except np.linalg.LinAlgError:
+            jitter *= 10.0
+    raise np.linalg.LinAlgError('kernel matrix is not positive definite even with jitter')
+
+
+class _NumpyPredictor:
+    """Per-joint predictive mean and variance in numpy from caches made once.
+
+    Both kinds share one form. With z the normalised input, points P_j (training inputs for
+    exact, inducing points for sparse) and k_j = s_j m52(|(P_j - z) / l_j|) (n,):
+
+    * mean_j = c_j + k_j . a_j
+    * exact:  var_j = s_j - |L_j^-1 k_j|^2 + noise_j, L_j L_j^T = K_j + noise_j I,
+      a_j = (K_j + noise_j I)^-1 (y_j - c_j);
+    * sparse: var_j = s_j + jitter + k_j^T B_j k_j + noise_j, with L_j L_j^T = K_zz + jitter I,
+      a_j = L_j^-T m_j, B_j = L_j^-T (S_j - I) L_j^-1 (whitened q(u) = N(m_j, S_j)), as
+      GPyTorch's VariationalStrategy computes it.
+
+    Everything in normalised units; the caller denormalises.
+    """
+
+    def __init__(self, points: np.ndarray, lengthscale: np.ndarray, outputscale: np.ndarray,
+                 mean_const: np.ndarray, noise: np.ndarray, a: np.ndarray,
+                 chol: Optional[np.ndarray] = None, middle: Optional[np.ndarray] = None,
+                 prior_jitter: float = 0.0, min_variance: float = 0.0) -> None:
+        # points (d, n, D) or (n, D) shared; lengthscale (d, D); the rest (d,) or (d, n[, n]).
+        self.scaled = np.ascontiguousarray(points / lengthscale[:, None, :])   # (d, n, D)
+        self.scaled_sq = np.sum(self.scaled ** 2, axis=-1)                      # (d, n)
+        self.inv_ls = 1.0 / lengthscale                                          # (d, D)
+        self.outputscale = outputscale
+        self.mean_const = mean_const
+        self.noise = noise
+        self.a = a
+        self.chol = chol
+        self.middle = middle
+        self.prior_jitter = prior_jitter
+        self.min_variance = min_variance
+
+    def __call__(self, zn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised inputs zn (M, D) -> mean (d, M), variance incl. noise (d, M)."""
+        zs = zn[None, :, :] * self.inv_ls[:, None, :]                           # (d, M, D)
+        cross = np.matmul(self.scaled, zs.transpose(0, 2, 1))                   # (d, n, M)
+        r2 = self.scaled_sq[:, :, None] + np.sum(zs * zs, axis=-1)[:, None, :] - 2.0 * cross
+        np.maximum(r2, 0.0, out=r2)
+        k = _matern52(np.sqrt(r2)) * self.outputscale[:, None, None]            # (d, n, M)
+        mean = self.mean_const[:, None] + np.einsum('jnm,jn->jm', k, self.a)
+        if self.chol is not None:
+            quad = np.empty_like(mean)
+            for j in range(len(self.chol)):
+                v = solve_triangular(self.chol[j], k[j], lower=True, check_finite=False)
+                quad[j] = -np.sum(v * v, axis=0)
+        else:
+            quad = np.sum(k * np.matmul(self.middle, k), axis=1)
+        var_f = self.outputscale[:, None] + self.prior_jitter + quad
+        # GPyTorch clamps the latent variance before the likelihood adds the noise.
+        var = np.maximum(var_f, self.min_variance) + self.noise[:, None]
+        return mean, var
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+
+
+class GpInverseDynamics(torch.nn.Module):
+    """GP inverse-dynamics baseline: d independent GPs over x = [q, qd, qdd] (see module doc).
+
+    Make one with a :class:`GpConfig`, then :meth:`fit`; or load one with
+    :func:`invdyn_ros.core.checkpoint.load_checkpoint` (``expect_kind='gp'``).
+    Parameters (:meth:`state_arrays`) are in normalised units and float64.
+    """
+
+    def __init__(self, config: GpConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self._normalizer: Optional[Normalizer] = None
+        # Physical training data of an exact GP (the GP's 'weights'): x (n, 3d), y (n, d).
+        self._train_x: Optional[np.ndarray] = None
+        self._train_y: Optional[np.ndarray] = None
+        self._fast: Optional[_NumpyPredictor] = None
+        # Registered first, so its parameters are named 'likelihood.*' (the exact GP holds the
+        # same module; named_parameters() lists each parameter once, under its first name).
+        self.likelihood: Optional[gpytorch.likelihoods.GaussianLikelihood] = None
+        self.gp: Optional[gpytorch.models.GP] = None
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.gp is not None
+
+    @property
+    def normalizer(self) -> Normalizer:
+        """The input/output normalisation (a copy)."""
+        self._require_fitted()
+        n = self._normalizer
+        return Normalizer(n.x_mean, n.x_std, n.y_mean, n.y_std)
+
+    @property
+    def num_train(self) -> int:
+        """Training samples held (exact) or used (sparse: 0, the data are not kept)."""
+        return 0 if self._train_x is None else int(self._train_x.shape[0])
+
+    def _require_fitted(self) -> None:
+        if self.gp is None:
+            raise RuntimeError('GP model is not fitted: call fit() or load a checkpoint')
+
+    def _build(self, normalizer: Normalizer, train_x: Optional[np.ndarray] = None,
+               train_y: Optional[np.ndarray] = None,
+               inducing: Optional[np.ndarray] = None) -> None:
+        """(Re)create the GPyTorch modules: exact from physical x (n, 3d), y (n, d); sparse from
+        normalised inducing points (d, m, 3d)."""
+        cfg = self.config
+        if (normalizer.input_dim, normalizer.output_dim) != (cfg.input_dim, cfg.output_dim):
+            raise ValueError(
+                f'normalizer is for {normalizer.input_dim} inputs / {normalizer.output_dim} '
+                f'outputs, the model has {cfg.input_dim} / {cfg.output_dim}')
+        self._normalizer = normalizer
+        self._fast = None
+        likelihood = _likelihood(cfg.dof).to(DTYPE)
+        if cfg.kind == 'exact':
+            self._train_x, self._train_y = train_x, train_y
+            xt = torch.as_tensor(normalizer.normalise_x(train_x), dtype=DTYPE)
+            yt = torch.as_tensor(normalizer.normalise_y(train_y).T.copy(), dtype=DTYPE)
+            gp = _ExactBatchGp(xt, yt, likelihood).to(DTYPE)
+        else:
+            self._train_x = self._train_y = None
+            gp = _SparseBatchGp(torch.as_tensor(inducing, dtype=DTYPE)).to(DTYPE)
+        self.likelihood = likelihood
+        self.gp = gp
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Everything besides config and normalisation that rebuilds the model, float64.
+
+        The GPyTorch parameters by name (raw, i.e. unconstrained, values: they round-trip
+        exactly), plus for an exact GP its training data ``train_x`` (n, 3d) and ``train_y``
+        (n, d) in physical units.
+        """
+        self._require_fitted()
+        arrays = {name: p.detach().cpu().numpy().copy() for name, p in self.named_parameters()}
+        if self.config.kind == 'exact':
+            arrays['train_x'] = self._train_x.copy()
+            arrays['train_y'] = self._train_y.copy()
+        return arrays
+
+    @classmethod
+    def from_state(cls, config: GpConfig, normalizer: Normalizer,
+                   arrays: dict[str, np.ndarray]) -> 'GpInverseDynamics':
+        """Rebuild a fitted model from :meth:`state_arrays` output; ValueError naming the first
+        array that is missing, extra, misshapen, not float64 or not finite."""
+        config.validate()
+        normalizer.validate()
+        for name, a in arrays.items():
+            if not isinstance(a, np.ndarray) or a.dtype != np.float64:
+                raise ValueError(f'array {name} must be float64, got {getattr(a, "dtype", a)}')
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f'array {name} has NaN/inf values')
+        model = cls(config)
+        d, input_dim = config.dof, config.input_dim
+        if config.kind == 'exact':
+            for name, cols in (('train_x', input_dim), ('train_y', d)):
+                a = arrays.get(name)
+                if a is None or a.ndim != 2 or a.shape[1] != cols or a.shape[0] < 1:
+                    raise ValueError(
+                        f'{name} must have shape (n, {cols}), got '
+                        f'{None if a is None else a.shape}')
+            if arrays['train_x'].shape[0] != arrays['train_y'].shape[0]:
+                raise ValueError(
+                    f'train_x has {arrays["train_x"].shape[0]} rows, train_y '
+                    f'{arrays["train_y"].shape[0]}')
+            model._build(normalizer, train_x=arrays['train_x'].copy(),
+                         train_y=arrays['train_y'].copy())
+        else:
+            model._build(normalizer, inducing=np.zeros((d, config.num_inducing, input_dim)))
+        params = dict(model.named_parameters())
+        expected = set(params) | ({'train_x', 'train_y'} if config.kind == 'exact' else set())
+        missing = sorted(expected - set(arrays))
+        extra = sorted(set(arrays) - expected)
+        if missing or extra:
+            raise ValueError(f'missing {missing}, extra {extra}')
+        for name, p in params.items():
+            if tuple(arrays[name].shape) != tuple(p.shape):
+                raise ValueError(
+                    f'{name} has shape {arrays[name].shape}, a {config.kind} GP with '
+                    f'{d} joints, {input_dim} inputs'
+                    + (f', {config.num_inducing} inducing points' if config.kind == 'sparse'
+                       else '') + f' needs {tuple(p.shape)}')
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(torch.from_numpy(arrays[name]))
+        if config.kind == 'sparse':
+            # Otherwise the first call would re-initialise q(u) to the prior.
+            model.gp.variational_strategy.variational_params_initialized.fill_(1)
+        model.eval()  # builds the numpy caches
+        return model
+
+    def train(self, mode: bool = True) -> 'GpInverseDynamics':
+        """torch's train/eval switch; any change of mode or parameter drops the numpy caches
+        until :meth:`eval` rebuilds them (only in eval mode is the model a predictor)."""
+        super().train(mode)
+        if self.gp is not None and not mode:
+            self._make_fast_path()
+        elif mode:
+            self._fast = None
+        return self
+
+    # -- fitting ----------------------------------------------------------------------------
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> dict:
+        """Fit hyperparameters (and for sparse the variational posterior) to the data.
+
+        Args:
+            x: inputs (n, 3d) in physical units [rad, rad/s, rad/s^2], layout as the LSTM's.
+            y: torques (n, d) [Nm].
+
+        Returns:
+            info: ``fit_time_s`` (wall seconds of this call), ``n`` (samples used),
+            ``n_available``, ``kind``, ``objective`` ('neg_mll' or 'neg_elbo') and its final
+            value per joint and summed (``neg_mll``/``neg_elbo``, per sample, normalised units,
+            on all used data), ``history`` (loss every step), and :meth:`hyperparameters`.
+
+        Raises:
+            ValueError: bad shapes or values; an exact GP with more than ``max_exact_points``
+                samples without ``subsample``; a sparse GP with fewer samples than inducing
+                points.
+        """
+        t0 = time.perf_counter()
+        cfg = self.config
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != cfg.input_dim:
+            raise ValueError(f'x must have shape (n, {cfg.input_dim}), got {x.shape}')
+        if y.shape != (x.shape[0], cfg.output_dim):
+            raise ValueError(f'y must have shape ({x.shape[0]}, {cfg.output_dim}), got {y.shape}')
+        if x.shape[0] < 2:
+            raise ValueError(f'need at least 2 samples, got {x.shape[0]}')
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+            raise ValueError('NaN/inf in the training data')
+        n_available = x.shape[0]
+        rng = np.random.default_rng(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        if cfg.kind == 'exact' and n_available > cfg.max_exact_points:
+            if not cfg.subsample:
+                gb = cfg.dof * n_available ** 2 * 8 / 1e9
+                raise ValueError(
+                    f'{n_available} samples exceed max_exact_points={cfg.max_exact_points} for '
+                    f'an exact GP (O(n^3) time per step, {gb:.1f} GB per copy of the {cfg.dof} '
+                    "kernel matrices): use kind='sparse', or subsample=True to fit on a random "
+                    f'{cfg.max_exact_points}-sample subset, or raise max_exact_points')
+            keep = np.sort(rng.choice(n_available, cfg.max_exact_points, replace=False))
+            x, y = x[keep], y[keep]
+        if cfg.kind == 'sparse' and x.shape[0] < cfg.num_inducing:
+            raise ValueError(
+                f'{x.shape[0]} samples for num_inducing={cfg.num_inducing}: use fewer inducing '
+                "points or kind='exact'")
+        normalizer = Normalizer.from_data(x, y)
+        with _torch_threads(cfg.threads), _gp_settings(max(cfg.max_exact_points, len(x))):
+            if cfg.kind == 'exact':
+                self._build(normalizer, train_x=x, train_y=y)
+                history, final = self._fit_exact()
+                objective = 'neg_mll'
+            else:
+                xn = normalizer.normalise_x(x)
+                if cfg.inducing_init == 'kmeans':
+                    centres = kmeans_centres(xn, cfg.num_inducing, rng)
+                else:
+                    centres = xn[rng.choice(len(xn), cfg.num_inducing, replace=False)]
+                inducing = np.repeat(centres[None], cfg.dof, axis=0)
+                self._build(normalizer, inducing=inducing)
+                history, final = self._fit_sparse(xn, normalizer.normalise_y(y), rng)
+                objective = 'neg_elbo'
+        self.eval()
+        info = {'kind': cfg.kind, 'n': int(len(x)), 'n_available': int(n_available),
+                'objective': objective, objective: float(final.sum()),
+                f'{objective}_per_joint': final.tolist(), 'history': history,
+                **self.hyperparameters()}
+        info['fit_time_s'] = time.perf_counter() - t0
+        return info
+
+    def _init_hyperparameters(self) -> None:
+        # Normalised inputs: typical distances between samples are ~sqrt(2 D); a length scale
+        # of sqrt(D) starts every input as moderately relevant.
+        kernel = self.gp.covar_module
+        kernel.base_kernel.lengthscale = math.sqrt(self.config.input_dim)
+        kernel.outputscale = 1.0     # normalised torques have unit variance
+        self.likelihood.noise = INIT_NOISE
+
+    def _fit_exact(self) -> tuple[list[float], np.ndarray]:
+        gp, likelihood = self.gp, self.likelihood
+        self._init_hyperparameters()
+        gp.train()
+        likelihood.train()
+        mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, gp)
+        opt = torch.optim.Adam(gp.parameters(), lr=self.config.lr)
+        xt, yt = gp.train_inputs[0], gp.train_targets
+        history = []
+        for _ in range(self.config.training_iters):
+            opt.zero_grad(set_to_none=True)
+            loss = -mll(gp(xt), yt).sum()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f'GP fit diverged (loss {loss.item()}); lower lr')
+            loss.backward()
+            opt.step()
+            history.append(loss.item())
+        with torch.no_grad():
+            final = -mll(gp(xt), yt)
+        return history, final.numpy().copy()
+
+    def _fit_sparse(self, xn: np.ndarray, yn: np.ndarray, rng: np.random.Generator
+                    ) -> tuple[list[float], np.ndarray]:
+        cfg = self.config
+        gp, likelihood = self.gp, self.likelihood
+        self._init_hyperparameters()
+        gp.train()
+        likelihood.train()
+        n = len(xn)
+        xt = torch.as_tensor(xn, dtype=DTYPE)
+        yt = torch.as_tensor(yn.T.copy(), dtype=DTYPE)       # (d, n)
+        elbo = gpytorch.mlls.VariationalELBO(likelihood, gp, num_data=n)
+        opt = torch.optim.Adam(list(gp.parameters()) + list(likelihood.parameters()), lr=cfg.lr)
+        batch = min(cfg.batch_size, n)
+        order = rng.permutation(n)
+        pos = 0
+        history = []
+        for _ in range(cfg.training_iters):
+            if pos + batch > n:
+                order, pos = rng.permutation(n), 0
+            idx = torch.as_tensor(order[pos:pos + batch])
+            pos += batch
+            opt.zero_grad(set_to_none=True)
+            loss = -elbo(gp(xt[idx]), yt[:, idx]).sum()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f'SVGP fit diverged (loss {loss.item()}); lower lr')
+            loss.backward()
+            opt.step()
+            history.append(loss.item())
+        # The final ELBO on all data (not a noisy minibatch estimate), in chunks.
+        gp.eval()
+        likelihood.eval()
+        with torch.no_grad():
+            ll = torch.zeros(cfg.dof, dtype=DTYPE)
+            for s in range(0, n, PREDICT_CHUNK):
+                f = gp(xt[s:s + PREDICT_CHUNK])
+                ll += likelihood.expected_log_prob(yt[:, s:s + PREDICT_CHUNK], f).sum(-1)
+            kl = gp.variational_strategy.kl_divergence()
+        return history, (-(ll - kl) / n).numpy().copy()
+
+    # -- inspection -------------------------------------------------------------------------
+
+    def _raw_hyperparameters(self) -> dict[str, np.ndarray]:
+        """Constrained hyperparameters in normalised units: lengthscale (d, D), outputscale,
+        noise (variances) and mean (d,)."""
+        kernel = self.gp.covar_module
+        with torch.no_grad():
+            return {
+                'lengthscale': kernel.base_kernel.lengthscale.reshape(self.config.dof, -1)
+                .numpy().copy(),
+                'outputscale': kernel.outputscale.reshape(-1).numpy().copy(),
+                'noise': self.likelihood.noise.reshape(-1).numpy().copy(),
+                'mean': self.gp.mean_module.constant.reshape(-1).numpy().copy()}
+
+    def hyperparameters(self) -> dict:
+        """Learned hyperparameters, JSON-ready lists, per joint:
+
+        ``lengthscales`` (d, 3d) in normalised input units (input std = 1) and
+        ``lengthscales_phys`` (d, 3d) in the inputs' units [rad, rad/s, rad/s^2];
+        ``signal_std_nm`` (d,) and ``noise_std_nm`` (d,) [Nm]; ``noise_var_normalised`` (d,)
+        (noise variance / torque variance).
+        """
+        self._require_fitted()
+        h = self._raw_hyperparameters()
+        norm = self._normalizer
+        return {'lengthscales': h['lengthscale'].tolist(),
+                'lengthscales_phys': (h['lengthscale'] * norm.x_std[None, :]).tolist(),
+                'signal_std_nm': (np.sqrt(h['outputscale']) * norm.y_std).tolist(),
+                'noise_std_nm': (np.sqrt(h['noise']) * norm.y_std).tolist(),
+                'noise_var_normalised': h['noise'].tolist()}
+
+    # -- prediction -------------------------------------------------------------------------
+
+    def _make_fast_path(self) -> None:
+        """Build the numpy caches of :meth:`predict_one` from the current parameters."""
+        h = self._raw_hyperparameters()
+        d = self.config.dof
+        min_var = gpytorch.settings.min_variance.value(DTYPE)
+        if self.config.kind == 'exact':
+            zn = self._normalizer.normalise_x(self._train_x)
+            yn = self._normalizer.normalise_y(self._train_y).T                     # (d, n)
+            scaled = zn[None] / h['lengthscale'][:, None, :]
+            r2 = (np.sum(scaled ** 2, -1)[:, :, None] + np.sum(scaled ** 2, -1)[:, None, :]
+                  - 2.0 * np.matmul(scaled, scaled.transpose(0, 2, 1)))
+            np.maximum(r2, 0.0, out=r2)
+            kmat = _matern52(np.sqrt(r2)) * h['outputscale'][:, None, None]
+            idx = np.arange(len(zn))
+            kmat[:, idx, idx] += h['noise'][:, None]
+            chol = np.stack([_safe_cholesky(kmat[j]) for j in range(d)])
+            alpha = np.stack([
+                solve_triangular(chol[j].T, solve_triangular(
+                    chol[j], yn[j] - h['mean'][j], lower=True, check_finite=False),
+                    lower=False, check_finite=False) for j in range(d)])
+            self._fast = _NumpyPredictor(zn, h['lengthscale'], h['outputscale'], h['mean'],
+                                         h['noise'], alpha, chol=chol, min_variance=min_var)
+        else:
+            strategy = self.gp.variational_strategy
+            jitter = float(strategy.jitter_val)
+            with torch.no_grad():
+                inducing = strategy.inducing_points.numpy().copy()                # (d, m, D)
+                q_u = strategy.variational_distribution
+                m_w = q_u.mean.numpy().copy()                                      # (d, m)
+                s_w = q_u.covariance_matrix.numpy().copy()                         # (d, m, m)
+            scaled = inducing / h['lengthscale'][:, None, :]
+            sq = np.sum(scaled ** 2, -1)
+            r2 = sq[:, :, None] + sq[:, None, :] - 2.0 * np.matmul(scaled,
+                                                                  scaled.transpose(0, 2, 1))
+            np.maximum(r2, 0.0, out=r2)
+            kzz = _matern52(np.sqrt(r2)) * h['outputscale'][:, None, None]
+            eye = np.eye(inducing.shape[1])
+            a = np.empty_like(m_w)
+            middle = np.empty_like(s_w)
+            for j in range(d):
+                chol = _safe_cholesky(kzz[j] + jitter * eye)
+                a[j] = solve_triangular(chol.T, m_w[j], lower=False, check_finite=False)
+                linv = solve_triangular(chol, eye, lower=True, check_finite=False)
+                middle[j] = linv.T @ (s_w[j] - eye) @ linv
+            self._fast = _NumpyPredictor(inducing, h['lengthscale'], h['outputscale'],
+                                         h['mean'], h['noise'], a, middle=middle,
+                                         prior_jitter=jitter, min_variance=min_var)
+
+    def _check_x(self, x: np.ndarray, ndim: int) -> np.ndarray:
+        self._require_fitted()
+        x = np.asarray(x, dtype=np.float64)
+        want = (self.config.input_dim,) if ndim == 1 else (None, self.config.input_dim)
+        if x.ndim != ndim or x.shape[-1] != self.config.input_dim:
+            raise ValueError(f'x must have shape {want}, got {x.shape}'.replace('None', 'M'))
+        return x
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predictive torques with GPyTorch, for many samples.
+
+        Args:
+            x: inputs (M, 3d) in physical units [rad, rad/s, rad/s^2].
+
+        Returns:
+            (mean (M, d) [Nm], std (M, d) [Nm]); std is of a new measurement (noise included).
+        """
+        x = self._check_x(x, 2)
+        if self.training:
+            self.eval()
+        norm = self._normalizer
+        xt = torch.as_tensor(norm.normalise_x(x), dtype=DTYPE)
+        means, variances = [], []
+        # fast_pred_var: the exact GP's predictive variance from a cached inverse Cholesky root
+        # (exact here, as max_cholesky_size covers the training set), O(n) per test point after
+        # one O(n^3) set-up instead of a solve per chunk.
+        with torch.no_grad(), _torch_threads(self.config.threads), \
+                _gp_settings(max(self.config.max_exact_points, self.num_train)), \
+                gpytorch.settings.fast_pred_var():
+            for s in range(0, len(xt), PREDICT_CHUNK):
+                f = self.gp(xt[s:s + PREDICT_CHUNK])
+                means.append(f.mean)
+                variances.append(f.variance)
+            noise = self.likelihood.noise.reshape(-1, 1)
+        mean = torch.cat(means, dim=-1).numpy().T if means else np.zeros((0, self.config.dof))
+        var = (torch.cat(variances, dim=-1) + noise).numpy().T if variances else mean
+        return norm.denormalise_y(mean), np.sqrt(var) * norm.y_std
+
+    def predict_one(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One sample, in numpy on cached factors (no torch call): for a node at a decimated
+        rate. Cost O(d n D + d n^2) for an exact GP (the n^2 is the std's triangular solve),
+        O(d m D + d m^2) for a sparse one.
+
+        Args:
+            x: one input (3d,) in physical units [rad, rad/s, rad/s^2].
+
+        Returns:
+            (mean (d,) [Nm], std (d,) [Nm], noise included), equal to :meth:`predict` to
+            rounding.
+        """
+        x = self._check_x(x, 1)
+        if self._fast is None:
+            self.eval()
+        norm = self._normalizer
+        mean, var = self._fast(((x - norm.x_mean) / norm.x_std)[None, :])
+        return mean[:, 0] * norm.y_std + norm.y_mean, np.sqrt(var[:, 0]) * norm.y_std
+
+
+# --------------------------------------------------------------------------------------------
+# Training from trajectories
+
+
+def train_gp(trajs: Sequence[Trajectory], config: GpConfig, accel: AccelConfig = AccelConfig(),
+             prefer_recorded_qdd: bool = False) -> tuple[GpInverseDynamics, dict]:
+    """Fit a GP baseline on trajectories, with exactly the LSTM's inputs.
+
+    Args:
+        trajs: training trajectories (any loader's output), joints selected by
+            ``config.joint_names``; accelerations estimated causally with ``accel`` unless
+            ``prefer_recorded_qdd`` and recorded, as :func:`~invdyn_ros.core.training.prepare`
+            does for the LSTM.
+        config: GP settings.
+        accel: acceleration-estimator settings.
+        prefer_recorded_qdd: use recorded accelerations where present.
+
+    Returns:
+        (model in eval mode, info): info as :meth:`GpInverseDynamics.fit` (``fit_time_s`` is the
+        fit alone, wall seconds) plus ``wall_s`` (including data preparation), ``data_sources``
+        and ``accel_config``.
+    """
+    t0 = time.perf_counter()
+    config.validate()
+    data = prepare(trajs, config.joint_names, accel, prefer_recorded_qdd)
+    x = np.concatenate([d.x for d in data])
+    y = np.concatenate([d.y for d in data])
+    model = GpInverseDynamics(config)
+    info = model.fit(x, y)
+    info.update(data_sources=[d.source for d in data], accel_config=accel.to_dict(),
+                wall_s=time.perf_counter() - t0)
+    return model, info

@@ -1,0 +1,117 @@
+"""The simulated LWR as an endless stream of samples, for the lwr_sim node and closed loops.
+
+:func:`invdyn_ros.core.lwr_sim.simulate` plans a fixed duration up front; a node runs until it
+is stopped and may change the payload or receive a feedforward torque at any time. This wraps
+:class:`LwrSim` with a motion planner that extends the plan chunk by chunk, and the same
+controller as :func:`simulate` (computed torque on the nominal model + PD), or PD alone, each
+plus an optional external feedforward [Nm].
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Optional
+
+import numpy as np
+
+from invdyn_ros.core.lwr_sim import (CTRL_DAMPING, CTRL_OMEGA, DOF, HOME_Q, LwrSim,
+                                     LwrSimConfig, MOTIONS, _Planner)
+
+#: Seconds of motion planned at a time.
+PLAN_CHUNK_S = 20.0
+CONTROLLERS = ('computed_torque', 'pd')
+
+
+class LwrStream:
+    """Closed-loop simulated LWR producing one sample per :meth:`step`.
+
+    Args:
+        config: simulator settings (rate, payload, noise, seed, ...).
+        motion: 'mixed', 'reach' or 'push'.
+        controller: 'computed_torque' (nominal model + PD, as :func:`simulate`) or 'pd'
+            (PD with gravity left to the feedforward, for closed-loop experiments).
+        gain_scale: multiplies the PD gains' stiffness (e.g. 0.25 for reduced gains).
+    """
+
+    def __init__(self, config: LwrSimConfig = LwrSimConfig(), motion: str = 'mixed',
+                 controller: str = 'computed_torque', gain_scale: float = 1.0) -> None:
+        if motion not in MOTIONS:
+            raise ValueError(f'motion must be one of {MOTIONS}, got {motion!r}')
+        if controller not in CONTROLLERS:
+            raise ValueError(f'controller must be one of {CONTROLLERS}, got {controller!r}')
+        if not (np.isfinite(gain_scale) and gain_scale > 0):
+            raise ValueError(f'gain_scale must be a positive number, got {gain_scale!r}')
+        plan_seed, noise_seed = np.random.SeedSequence(int(config.seed)).spawn(2)
+        self.sim = LwrSim(replace(config, seed=int(noise_seed.generate_state(1)[0])))
+        self._planner = _Planner(self.sim, np.random.default_rng(plan_seed))
+        self.motion = motion
+        self.controller = controller
+        omega = CTRL_OMEGA * np.sqrt(gain_scale)
+        self.kp = omega ** 2
+        self.kd = 2.0 * CTRL_DAMPING * omega
+        self.rate_hz = self.sim.rate_hz
+        self._k = 0
+        self._plan_q = np.empty((0, DOF))
+        self._plan_qd = np.empty((0, DOF))
+        self._plan_qdd = np.empty((0, DOF))
+        self._plan_start = 0
+        self._q_end = HOME_Q.copy()
+        self._q_m, self._qd_m, self._tau_m = self.sim.measure()
+
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        return self.sim.joint_names
+
+    @property
+    def time(self) -> float:
+        """Simulated time of the current sample [s]."""
+        return self._k / self.rate_hz
+
+    def set_payload(self, ml: float) -> None:
+        """Change the liquid in the flask [ml] (0..1000) from the next step on."""
+        self.sim.set_payload(ml)
+
+    def _extend_plan(self) -> None:
+        q, qd, qdd = self._planner.plan(PLAN_CHUNK_S, self.rate_hz, self.motion, self._q_end)
+        self._plan_start = self._k
+        self._plan_q, self._plan_qd, self._plan_qdd = q, qd, qdd
+        self._q_end = q[-1].copy()
+
+    def reference(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Desired q [rad], qd [rad/s], qdd [rad/s^2] of the current sample, each (7,)."""
+        i = self._k - self._plan_start
+        if i >= len(self._plan_q):
+            self._extend_plan()
+            i = 0
+        return self._plan_q[i], self._plan_qd[i], self._plan_qdd[i]
+
+    def measurement(self) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        """(t [s], q [rad], qd [rad/s], tau [Nm] of the last step), each (7,) - what a robot's
+        /joint_states carries now."""
+        return self.time, self._q_m, self._qd_m, self._tau_m
+
+    def step(self, feedforward: Optional[np.ndarray] = None) -> None:
+        """Advance one sample: control law on the current measurement plus ``feedforward``
+        (7,) [Nm] if given (non-finite feedforward is ignored, as a safe drive would)."""
+        q_des, qd_des, qdd_des = self.reference()
+        e, ed = q_des - self._q_m, qd_des - self._qd_m
+        if self.controller == 'computed_torque':
+            tau = self.sim.nominal_rnea(self._q_m, self._qd_m,
+                                        qdd_des + self.kp * e + self.kd * ed)
+        else:
+            # Plain PD scaled by the nominal inertia's diagonal, so one stiffness fits all joints.
+            tau = self._pd_scale * (self.kp * e + self.kd * ed)
+        if feedforward is not None and np.all(np.isfinite(feedforward)):
+            tau = tau + feedforward
+        self.sim.step(tau)
+        self._k += 1
+        self._q_m, self._qd_m, self._tau_m = self.sim.measure()
+
+    @property
+    def _pd_scale(self) -> np.ndarray:
+        scale = getattr(self, '_pd_scale_cache', None)
+        if scale is None:
+            import pinocchio as pin
+            m = pin.crba(self.sim.nominal_model, self.sim.nominal_data, HOME_Q)
+            scale = self._pd_scale_cache = np.diag(m).copy()
+        return scale

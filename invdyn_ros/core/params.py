@@ -1,0 +1,186 @@
+"""Every node's parameters as a typed dataclass: one place for names, defaults, units, checks.
+
+Nodes declare each field as a ROS parameter (with its description), read them once into the
+dataclass and call :meth:`validate` before doing anything else; a bad value stops start-up with
+a message naming the parameter. The YAML files in ``config/`` carry the same names and defaults
+(a test checks they agree). Nothing here imports ROS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+import math
+from typing import Any
+
+#: Joints 1-5 of the KUKA LWR 4+ (the paper's setting), as named in our URDF and the LWR stacks.
+LWR_JOINTS_1_TO_5 = ('lwr_a1_joint', 'lwr_a2_joint', 'lwr_e1_joint', 'lwr_a3_joint',
+                     'lwr_a4_joint')
+#: KUKA LWR 4+ maximum joint torques [Nm] of joints 1-5 (specification).
+LWR_TORQUE_LIMITS_1_TO_5 = (176.0, 176.0, 100.0, 100.0, 100.0)
+
+
+class ParamError(ValueError):
+    """A parameter value is unusable; the message names the parameter."""
+
+
+def _p(default: Any, description: str, **kw: Any) -> Any:
+    """A dataclass field carrying the ROS parameter description."""
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda d=tuple(default): list(d),
+                     metadata={'description': description, **kw})
+    return field(default=default, metadata={'description': description, **kw})
+
+
+def _positive(name: str, v: float) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise ParamError(f'parameter {name} must be a positive number, got {v!r}')
+
+
+def _nonneg(name: str, v: float) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise ParamError(f'parameter {name} must be a number >= 0, got {v!r}')
+
+
+def _joints(name: str, v: list) -> None:
+    if not v or not all(isinstance(j, str) and j for j in v) or len(set(v)) != len(v):
+        raise ParamError(f'parameter {name} must be a non-empty list of unique joint names, '
+                         f'got {v!r}')
+
+
+def _choice(name: str, v: str, choices: tuple) -> None:
+    if v not in choices:
+        raise ParamError(f'parameter {name} must be one of {list(choices)}, got {v!r}')
+
+
+class NodeParams:
+    """Mixin: field descriptions and dict conversion for the node parameter dataclasses."""
+
+    @classmethod
+    def descriptions(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get('description', '') for f in fields(cls)}
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {f.name: getattr(cls(), f.name) for f in fields(cls)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> 'NodeParams':
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ParamError(f'unknown parameters {sorted(unknown)}')
+        obj = cls(**values)
+        obj.validate()
+        return obj
+
+    def validate(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+@dataclass
+class PredictorParams(NodeParams):
+    """Parameters of the predictor node."""
+
+    model_path: str = _p('', 'LSTM checkpoint (.npz); empty: the default model shipped in '
+                         'share/invdyn/models')
+    joint_names: list = _p(LWR_JOINTS_1_TO_5, 'joints to predict, matched by name in '
+                           '/joint_states; must equal the model joints')
+    torque_limits: list = _p(LWR_TORQUE_LIMITS_1_TO_5, 'per-joint |torque| clamp [Nm], '
+                             'same order as joint_names')
+    max_gap_s: float = _p(0.1, 'a stamp gap longer than this [s] resets the LSTM state')
+    model_topic: str = _p('/invdyn/model', 'topic of model updates from the trainer')
+    diagnostics_period_s: float = _p(1.0, 'period of /diagnostics messages [s]')
+    qos_depth: int = _p(10, 'history depth of the joint_states subscription [messages]')
+
+    def validate(self) -> None:
+        _joints('joint_names', self.joint_names)
+        if len(self.torque_limits) != len(self.joint_names):
+            raise ParamError(f'parameter torque_limits needs {len(self.joint_names)} values '
+                             f'(one per joint), got {len(self.torque_limits)}')
+        for v in self.torque_limits:
+            _positive('torque_limits', v)
+        _positive('max_gap_s', self.max_gap_s)
+        _positive('diagnostics_period_s', self.diagnostics_period_s)
+        _positive('qos_depth', self.qos_depth)
+        if not self.model_topic.startswith('/'):
+            raise ParamError(f'parameter model_topic must be absolute, got {self.model_topic!r}')
+
+
+@dataclass
+class TrainerParams(NodeParams):
+    """Parameters of the online trainer node."""
+
+    model_path: str = _p('', 'initial LSTM checkpoint; empty: the shipped default model')
+    joint_names: list = _p(LWR_JOINTS_1_TO_5, 'joints to learn, matched by name')
+    batch_size: int = _p(128, 'consecutive samples per online update (the paper: 128)')
+    context: int = _p(128, 'samples before each batch run only to warm the LSTM state')
+    learning_rate: float = _p(0.01, 'Adagrad learning rate')
+    replay_batches: int = _p(3, 'older batches from the replay buffer mixed into each update')
+    replay_size: int = _p(200, 'batches kept in the replay buffer (oldest dropped)')
+    holdout_every: int = _p(5, 'every n-th batch is held back to score candidate models')
+    holdout_size: int = _p(20, 'held-back batches kept for scoring')
+    publish_period_s: float = _p(2.0, 'least time between model publications [s]')
+    model_topic: str = _p('/invdyn/model', 'topic the new weights are published on')
+    checkpoint_path: str = _p('', 'where to save each published model (atomically); empty: '
+                              'do not save')
+    record_bag: str = _p('', 'folder to record /joint_states into (rosbag2); empty: off')
+    record_storage: str = _p('mcap', 'rosbag2 storage of the recording: mcap or sqlite3')
+    record_max_bytes: int = _p(256 * 1024 * 1024, 'rotate the recording after this size '
+                               '[bytes]; 0: no limit')
+    record_max_seconds: float = _p(600.0, 'rotate the recording after this duration [s]; '
+                                   '0: no limit')
+    max_gap_s: float = _p(0.1, 'a stamp gap longer than this [s] starts a new sequence')
+    threads: int = _p(1, 'torch CPU threads for updates')
+
+    def validate(self) -> None:
+        _joints('joint_names', self.joint_names)
+        for name in ('batch_size', 'replay_size', 'holdout_every', 'holdout_size', 'threads'):
+            _positive(name, getattr(self, name))
+        for name in ('context', 'replay_batches', 'record_max_bytes', 'record_max_seconds'):
+            _nonneg(name, getattr(self, name))
+        _positive('learning_rate', self.learning_rate)
+        _positive('publish_period_s', self.publish_period_s)
+        _positive('max_gap_s', self.max_gap_s)
+        _choice('record_storage', self.record_storage, ('mcap', 'sqlite3'))
+        if not self.model_topic.startswith('/'):
+            raise ParamError(f'parameter model_topic must be absolute, got {self.model_topic!r}')
+
+
+@dataclass
+class GpBaselineParams(NodeParams):
+    """Parameters of the GP baseline node."""
+
+    model_path: str = _p('', 'GP checkpoint (.npz, kind gp) fitted offline with '
+                         '`invdyn train --model gp`')
+    joint_names: list = _p(LWR_JOINTS_1_TO_5, 'joints to predict, matched by name')
+    decimation: int = _p(10, 'predict on every n-th /joint_states message')
+    max_gap_s: float = _p(0.1, 'a stamp gap longer than this [s] restarts the acceleration '
+                          'filter')
+
+    def validate(self) -> None:
+        _joints('joint_names', self.joint_names)
+        _positive('decimation', self.decimation)
+        _positive('max_gap_s', self.max_gap_s)
+
+
+@dataclass
+class LwrSimParams(NodeParams):
+    """Parameters of the simulated KUKA LWR 4+ node."""
+
+    rate_hz: float = _p(1000.0, 'simulation and /joint_states rate [Hz]')
+    payload_ml: float = _p(300.0, 'liquid in the flask at the flange [ml], 0..1000; may be '
+                           'changed at run time')
+    motion: str = _p('mixed', 'reference motion: mixed, reach or push')
+    seed: int = _p(0, 'random seed of motion and sensor noise')
+    noise: bool = _p(True, 'add sensor noise to q, qd and tau')
+    duration_s: float = _p(0.0, 'stop publishing after this much simulated time [s]; 0: run '
+                           'until shut down')
+    feedforward_topic: str = _p('', 'Float64MultiArray torque feedforward to add to the '
+                                'controller [Nm]; empty: none')
+
+    def validate(self) -> None:
+        _positive('rate_hz', self.rate_hz)
+        if not (isinstance(self.payload_ml, (int, float)) and 0 <= self.payload_ml <= 1000):
+            raise ParamError(f'parameter payload_ml must be in [0, 1000] ml, got '
+                             f'{self.payload_ml!r}')
+        _choice('motion', self.motion, ('mixed', 'reach', 'push'))
+        _nonneg('duration_s', self.duration_s)

@@ -1,0 +1,129 @@
+"""What every invdyn node shares: parameters from dataclasses, QoS per topic, main(), stats.
+
+Kept thin on purpose: nodes translate messages to arrays and call :mod:`invdyn_ros.core`.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import fields
+from pathlib import Path
+import time
+from typing import Type, TypeVar
+
+import numpy as np
+from rcl_interfaces.msg import ParameterDescriptor
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from invdyn_ros.core.params import NodeParams, ParamError
+
+P = TypeVar('P', bound=NodeParams)
+
+#: Exit status of a node that refused its parameters (as argparse does for bad arguments).
+EXIT_BAD_PARAMS = 2
+#: Rejections of one kind are logged at most this often [s], with the running count.
+REJECT_LOG_PERIOD_S = 5.0
+
+
+def joint_states_qos(depth: int) -> QoSProfile:
+    """/joint_states subscription: best effort accepts both reliable publishers
+    (joint_state_broadcaster) and best-effort ones; a shallow queue, as old states are
+    useless to a 1 kHz consumer."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth),
+                      reliability=ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+#: Feedforward publishers: reliable offers to reliable and best-effort subscribers alike.
+FEEDFORWARD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.VOLATILE)
+#: Model updates: the latest model must reach a predictor that starts later.
+MODEL_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                       reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
+DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.VOLATILE)
+
+
+def declare_params(node: Node, cls: Type[P]) -> P:
+    """Declare every field of ``cls`` as a parameter (with its description), read them once
+    into a ``cls`` and validate it. Raises ParamError naming a bad parameter."""
+    values = {}
+    for f in fields(cls):
+        default = getattr(cls(), f.name)
+        desc = ParameterDescriptor(description=f.metadata.get('description', ''))
+        if isinstance(default, list) and not default:
+            raise ParamError(f'{cls.__name__}.{f.name}: empty list default has no type')
+        try:
+            node.declare_parameter(f.name, default, desc)
+            values[f.name] = node.get_parameter(f.name).value
+        except (TypeError, ValueError, rclpy.exceptions.InvalidParameterTypeException) as e:
+            raise ParamError(f'parameter {f.name}: {e}') from None
+    for f in fields(cls):
+        want, got = type(getattr(cls(), f.name)), values[f.name]
+        if want is float and isinstance(got, int) and not isinstance(got, bool):
+            values[f.name] = float(got)
+        elif want is list:
+            values[f.name] = list(got)
+    return cls.from_dict(values)
+
+
+def stamp_to_s(stamp) -> float:
+    """builtin_interfaces/Time -> seconds (float)."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def default_model_path(name: str) -> str:
+    """The shipped model ``name``: share/invdyn/models when installed, else the source tree."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        p = Path(get_package_share_directory('invdyn')) / 'models' / name
+        if p.is_file():
+            return str(p)
+    except Exception:  # noqa: BLE001 - no ament index (pip install): fall through
+        pass
+    return str(Path(__file__).resolve().parents[2] / 'models' / name)
+
+
+class Rejections:
+    """Counts rejected inputs by kind and logs each kind at most every few seconds."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self.counts: collections.Counter = collections.Counter()
+        self._last_log: dict[str, float] = {}
+
+    def __call__(self, kind: str, detail: str = '') -> None:
+        self.counts[kind] += 1
+        now = time.monotonic()
+        if now - self._last_log.get(kind, -1e9) >= REJECT_LOG_PERIOD_S:
+            self._last_log[kind] = now
+            self._node.get_logger().warning(
+                f'rejected input ({kind}{": " + detail if detail else ""}); '
+                f'{self.counts[kind]} so far')
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+class LatencyWindow:
+    """Recent per-message compute times [s] for percentiles in diagnostics."""
+
+    def __init__(self, size: int = 5000) -> None:
+        self._buf = np.zeros(size)
+        self._n = 0
+
+    def add(self, seconds: float) -> None:
+        self._buf[self._n % len(self._buf)] = seconds
+        self._n += 1
+
+    def percentiles(self, ps=(50, 99)) -> list[float]:
+        n = min(self._n, len(self._buf))
+        if n == 0:
+            return [float('nan')] * len(ps)
+        return [float(v) for v in np.percentile(self._buf[:n], ps)]

@@ -1,0 +1,203 @@
+"""predictor: /joint_states -> acceleration estimate -> stateful LSTM -> feedforward torques.
+
+Subscribes:
+    /joint_states (sensor_msgs/JointState), joints matched by name; best-effort QoS, so both
+        reliable and best-effort publishers connect.
+    /invdyn/model (std_msgs/UInt8MultiArray, reliable, transient local): checkpoint bytes from
+        the trainer; decoded off the control path and swapped in between two callbacks.
+Publishes, for every accepted input:
+    /invdyn/feedforward (sensor_msgs/JointState): names, effort = torque [Nm], the input's stamp.
+    /invdyn/feedforward_cmd (std_msgs/Float64MultiArray): torques in joint_names order, what a
+        ros2_control forward_command_controller (interface effort) takes on ~/commands.
+    /diagnostics (diagnostic_msgs/DiagnosticArray): rate, latency, rejections, model version.
+Services:
+    ~/reset (std_srvs/Trigger): forget the LSTM state and the acceleration filter.
+
+Nothing unsafe leaves the node: non-finite inputs are rejected, outputs are finite and clamped
+to torque_limits, and a sample that cannot be answered safely is not answered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Optional
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, UInt8MultiArray
+from std_srvs.srv import Trigger
+
+from invdyn_ros.core.accel import AccelConfig
+from invdyn_ros.core.checkpoint import CheckpointError, checkpoint_from_bytes, load_checkpoint
+from invdyn_ros.core.joint_map import JointMapper
+from invdyn_ros.core.online import OnlinePredictor
+from invdyn_ros.core.params import ParamError, PredictorParams
+from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, FEEDFORWARD_QOS,
+                                     LatencyWindow, MODEL_QOS, Rejections, declare_params,
+                                     default_model_path, joint_states_qos, stamp_to_s)
+
+DEFAULT_MODEL = 'lwr4plus_j1-5_lstm.npz'
+
+
+class PredictorNode(Node):
+    """See the module docstring."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__('predictor', **kwargs)
+        self.params = declare_params(self, PredictorParams)
+        p = self.params
+        path = p.model_path or default_model_path(DEFAULT_MODEL)
+        try:
+            model, meta = load_checkpoint(path, expect_kind='lstm', joint_names=p.joint_names)
+        except CheckpointError as e:
+            raise ParamError(f'parameter model_path: {e}') from None
+        self._accel = dataclasses.replace(
+            AccelConfig.from_dict(meta.get('accel_config', {})), max_gap_s=p.max_gap_s)
+        self._online = OnlinePredictor(model, self._accel, p.torque_limits)
+        self.model_version = int(meta.get('model_version', 0))
+        self._pending: Optional[tuple] = None
+        self._pending_lock = threading.Lock()
+        self._mapper = JointMapper(p.joint_names)
+        self.reject = Rejections(self)
+        self.latency = LatencyWindow()
+        self.answered = 0
+        self.clamped = 0
+        self.resets = 0
+        self.model_updates = 0
+        self._last_diag = (time.monotonic(), 0)
+
+        self._ff_pub = self.create_publisher(JointState, '/invdyn/feedforward', FEEDFORWARD_QOS)
+        self._cmd_pub = self.create_publisher(Float64MultiArray, '/invdyn/feedforward_cmd',
+                                              FEEDFORWARD_QOS)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', DIAGNOSTICS_QOS)
+        # Joint states and ~/reset share the default (mutually exclusive) group, so a reset
+        # never lands mid-step; model decoding runs in its own group, off the control path.
+        self.create_subscription(JointState, '/joint_states', self._on_joint_state,
+                                 joint_states_qos(p.qos_depth))
+        self.create_service(Trigger, '~/reset', self._on_reset)
+        self.create_subscription(UInt8MultiArray, p.model_topic, self._on_model, MODEL_QOS,
+                                 callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics,
+                          callback_group=MutuallyExclusiveCallbackGroup())
+        self._ff = JointState()
+        self._ff.name = list(p.joint_names)
+        self._cmd = Float64MultiArray()
+        self.get_logger().info(
+            f'predicting {list(p.joint_names)} with {path} (model version '
+            f'{self.model_version}, {model.config.num_layers}x{model.config.hidden_size} LSTM, '
+            f'{model.config.rate_hz:g} Hz)')
+
+    # --- control path ------------------------------------------------------------------------
+    def _on_joint_state(self, msg: JointState) -> None:
+        t0 = time.perf_counter()
+        if self._pending is not None:
+            self._swap_model()
+        mapped, why = self._mapper.map(msg.name, msg.position, msg.velocity, msg.effort)
+        if why is not None:
+            self.reject(why.value)
+            return
+        t = stamp_to_s(msg.header.stamp)
+        if t <= 0.0:
+            self.reject('zero_stamp')
+            return
+        r = self._online.update(t, mapped.q, mapped.qd)
+        if r.tau is None:
+            self.reject(r.rejected.value)
+            return
+        self.resets += r.reset
+        self.clamped += r.clamped
+        ff = self._ff
+        ff.header.stamp = msg.header.stamp
+        ff.effort = r.tau.tolist()
+        self._cmd.data = ff.effort
+        self._ff_pub.publish(ff)
+        self._cmd_pub.publish(self._cmd)
+        self.answered += 1
+        self.latency.add(time.perf_counter() - t0)
+
+    def _swap_model(self) -> None:
+        with self._pending_lock:
+            model, version = self._pending
+            self._pending = None
+        try:
+            self._online.swap_model(model)
+        except ValueError as e:
+            self.reject('model_mismatch', str(e))
+            return
+        self.model_version = version
+        self.model_updates += 1
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response
+                  ) -> Trigger.Response:
+        self._online.reset()
+        self.resets += 1
+        response.success = True
+        response.message = 'LSTM state and acceleration filter reset'
+        return response
+
+    # --- off the control path ----------------------------------------------------------------
+    def _on_model(self, msg: UInt8MultiArray) -> None:
+        try:
+            model, meta = checkpoint_from_bytes(
+                bytes(msg.data), expect_kind='lstm', joint_names=self.params.joint_names,
+                source=f'model message on {self.params.model_topic}')
+        except CheckpointError as e:
+            self.reject('bad_model', str(e))
+            return
+        version = int(meta.get('model_version', 0))
+        if version <= self.model_version:
+            self.reject('stale_model', f'version {version} <= {self.model_version} in use')
+            return
+        with self._pending_lock:
+            self._pending = (model, version)
+        self.get_logger().info(f'model version {version} received; swapping in')
+
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        t_last, n_last = self._last_diag
+        rate = (self.answered - n_last) / max(now - t_last, 1e-9)
+        self._last_diag = (now, self.answered)
+        p50, p99 = self.latency.percentiles()
+        status = DiagnosticStatus(name='invdyn: predictor', hardware_id='invdyn')
+        status.level = DiagnosticStatus.OK if rate > 0 else DiagnosticStatus.WARN
+        status.message = 'predicting' if rate > 0 else 'no valid joint_states'
+        values = {'rate_hz': f'{rate:.1f}', 'compute_p50_us': f'{p50 * 1e6:.1f}',
+                  'compute_p99_us': f'{p99 * 1e6:.1f}', 'answered': str(self.answered),
+                  'rejected_total': str(self.reject.total), 'clamped': str(self.clamped),
+                  'resets': str(self.resets), 'model_version': str(self.model_version),
+                  'model_updates': str(self.model_updates)}
+        values.update({f'rejected_{k}': str(v) for k, v in self.reject.counts.items()})
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        arr = DiagnosticArray(status=[status])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(arr)
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = PredictorNode()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ParamError as e:
+        print(f'[predictor] invalid parameters: {e}', flush=True)
+        return EXIT_BAD_PARAMS
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

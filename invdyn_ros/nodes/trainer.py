@@ -1,0 +1,192 @@
+"""trainer: learns the model during operation and hands new weights to the predictor.
+
+Subscribes:
+    /joint_states (sensor_msgs/JointState): effort = measured torque [Nm]; messages without
+        effort are skipped (counted), as are malformed ones.
+Publishes:
+    /invdyn/model (std_msgs/UInt8MultiArray, reliable, transient local): a complete checkpoint
+        (the same bytes as a model file: config, weights, normalisation, joints, rate, version),
+        only when the candidate scores no worse than the model in operation on held-back data.
+        Weights travel over ROS, so predictor and trainer may run on different machines.
+    /diagnostics: updates, publications, rejected candidates, losses.
+
+The callback only maps the message and appends it (microseconds); updates run in a worker
+thread, so training never delays the subscription (nor, being another process, the predictor).
+Optionally records every message it sees into rotating rosbag2 folders (record_bag), so
+``invdyn train --data <record_bag>`` can retrain offline, and saves each published model
+atomically (checkpoint_path).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import UInt8MultiArray
+import torch
+
+from invdyn_ros.core.accel import AccelConfig
+from invdyn_ros.core.checkpoint import (CheckpointError, checkpoint_to_bytes, load_checkpoint,
+                                        save_checkpoint)
+from invdyn_ros.core.joint_map import JointMapper
+from invdyn_ros.core.online_learning import OnlineConfig, OnlineLearner
+from invdyn_ros.core.params import ParamError, TrainerParams
+from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, MODEL_QOS, Rejections,
+                                     declare_params, default_model_path, joint_states_qos,
+                                     stamp_to_s)
+from invdyn_ros.nodes.predictor import DEFAULT_MODEL
+
+#: How often the worker looks for new batches when idle [s].
+WORKER_IDLE_S = 0.005
+DIAGNOSTICS_PERIOD_S = 1.0
+JOINT_STATES_DEPTH = 100
+
+
+class TrainerNode(Node):
+    """See the module docstring."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__('trainer', **kwargs)
+        self.params = declare_params(self, TrainerParams)
+        p = self.params
+        path = p.model_path or default_model_path(DEFAULT_MODEL)
+        try:
+            model, meta = load_checkpoint(path, expect_kind='lstm', joint_names=p.joint_names)
+        except CheckpointError as e:
+            raise ParamError(f'parameter model_path: {e}') from None
+        torch.set_num_threads(p.threads)
+        self._meta = meta
+        accel = dataclasses.replace(AccelConfig.from_dict(meta.get('accel_config', {})),
+                                    max_gap_s=p.max_gap_s)
+        self._accel_dict = accel.to_dict()
+        self.learner = OnlineLearner(model, accel, OnlineConfig(
+            batch_size=p.batch_size, context=p.context, learning_rate=p.learning_rate,
+            replay_batches=p.replay_batches, replay_size=p.replay_size,
+            holdout_every=p.holdout_every, holdout_size=p.holdout_size))
+        self.learner.model_version = int(meta.get('model_version', 1))
+        self._mapper = JointMapper(p.joint_names)
+        self.reject = Rejections(self)
+        self.recorder = None
+        if p.record_bag:
+            from invdyn_ros.core.bagio import JointStateBagRecorder
+            self.recorder = JointStateBagRecorder()
+            self.recorder.open(p.record_bag, topic='/joint_states', storage=p.record_storage,
+                               max_bag_bytes=p.record_max_bytes or None,
+                               max_bag_seconds=p.record_max_seconds or None)
+        self._pub = self.create_publisher(UInt8MultiArray, p.model_topic, MODEL_QOS)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', DIAGNOSTICS_QOS)
+        self.create_subscription(JointState, '/joint_states', self._on_joint_state,
+                                 joint_states_qos(JOINT_STATES_DEPTH))
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+        self.samples = 0
+        self.update_time_s = 0.0
+        self._stop = threading.Event()
+        self._last_publish = time.monotonic()
+        self._worker = threading.Thread(target=self._work, name='invdyn-trainer', daemon=True)
+        self._worker.start()
+        self.get_logger().info(f'learning {list(p.joint_names)} online from {path}; batches of '
+                               f'{p.batch_size}, Adagrad lr {p.learning_rate}')
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        if self.recorder is not None:
+            try:
+                stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+                self.recorder.write(stamp_ns, list(msg.name), msg.position, msg.velocity,
+                                    msg.effort)
+            except Exception as e:  # noqa: BLE001 - recording must never stop learning
+                self.reject('record_failed', str(e))
+        mapped, why = self._mapper.map(msg.name, msg.position, msg.velocity, msg.effort,
+                                       need_velocity=True, need_effort=True)
+        if why is not None:
+            self.reject(why.value)
+            return
+        t = stamp_to_s(msg.header.stamp)
+        if t <= 0.0:
+            self.reject('zero_stamp')
+            return
+        self.learner.add_sample(t, mapped.q, mapped.qd, mapped.tau)
+        self.samples += 1
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            n = self.learner.train_pending(max_updates=1)
+            if n:
+                self.update_time_s = time.perf_counter() - t0
+            else:
+                time.sleep(WORKER_IDLE_S)
+            if time.monotonic() - self._last_publish >= self.params.publish_period_s:
+                self._last_publish = time.monotonic()
+                self._maybe_publish()
+
+    def _maybe_publish(self) -> None:
+        model = self.learner.candidate()
+        if model is None:
+            return
+        meta = {'model_version': self.learner.model_version, 'accel_config': self._accel_dict,
+                'online': {'updates': self.learner.stats['updates'],
+                           'samples': self.samples,
+                           'holdout_nmse': self.learner.last_scores[0]}}
+        data = checkpoint_to_bytes(model, meta)
+        self._pub.publish(UInt8MultiArray(data=data))
+        if self.params.checkpoint_path:
+            save_checkpoint(Path(self.params.checkpoint_path), model, meta)
+        self.get_logger().info(f'published model version {self.learner.model_version} '
+                               f'(held-back nMSE {self.learner.last_scores[0]:.4f} vs '
+                               f'{self.learner.last_scores[1]:.4f})')
+
+    def _publish_diagnostics(self) -> None:
+        st = self.learner.stats
+        status = DiagnosticStatus(name='invdyn: trainer', hardware_id='invdyn',
+                                  level=DiagnosticStatus.OK, message='learning')
+        values = {'samples': self.samples, 'updates': st['updates'],
+                  'published': st['published'], 'model_version': self.learner.model_version,
+                  'candidates_rejected': st['candidates_rejected'],
+                  'diverged_discarded': st['diverged_discarded'],
+                  'dropped_behind': st['dropped_behind'], 'pending': self.learner.pending(),
+                  'last_update_ms': f'{self.update_time_s * 1e3:.2f}',
+                  'rejected_total': self.reject.total}
+        values.update({f'rejected_{k}': v for k, v in self.reject.counts.items()})
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        arr = DiagnosticArray(status=[status])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(arr)
+
+    def destroy_node(self) -> None:
+        self._stop.set()
+        self._worker.join(timeout=2.0)
+        if self.recorder is not None:
+            self.recorder.close()
+            self.recorder = None
+        super().destroy_node()
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = TrainerNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ParamError as e:
+        print(f'[trainer] invalid parameters: {e}', flush=True)
+        return EXIT_BAD_PARAMS
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
