@@ -1,115 +1,303 @@
 """`make demo`: the main job, end to end, bounded in time, cleaning up after itself.
 
-Offline part (this issue's scope; the ROS node graph joins it later):
-
-1. simulate the KUKA LWR 4+ pushing flasks of 200, 300 and 400 ml and record /joint_states as a
-   rosbag2, exactly as recording a real arm would;
-2. read the bag back and train the stateful LSTM on joints 1-5;
-3. run the model step by step, state carried, on a fresh run with a payload it did not see
-   in that order, beside the naive baseline (previous measured torque);
-4. print the table and save ``results.json`` and PNG figures of predicted vs measured torque.
+1. Offline: simulate the KUKA LWR 4+ pushing flasks of 200, 300 and 400 ml, record
+   /joint_states as a rosbag2 (as recording a real arm would), read it back, train the stateful
+   LSTM on joints 1-5, and fit the exact GP baseline on a subsample of the same data.
+2. Online: start the node graph of ``launch/predict.launch.py`` with ``sim:=true trainer:=true
+   gp:=true`` (the simulated arm, predictor, online trainer, GP baseline) over real DDS, switch
+   the payload mid-run, and listen to everything.
+3. Report: predicted vs measured torque per joint, the online error over time with the payload
+   switch and the model updates, the GP beside the LSTM, latency percentiles; printed, saved as
+   ``results.json`` and PNG figures. All processes are stopped at the end.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 import shutil
+import threading
 import time
 
 import numpy as np
 
-LWR_JOINTS_1_TO_5 = ('lwr_a1_joint', 'lwr_a2_joint', 'lwr_e1_joint', 'lwr_a3_joint',
-                     'lwr_a4_joint')
-#: Demo sizes: (seconds per training run, epochs, test seconds).
-FULL = (60.0, 30, 20.0)
-QUICK = (8.0, 4, 4.0)
+from invdyn_ros.core.params import LWR_JOINTS_1_TO_5
+
+#: (seconds per training run, LSTM epochs, GP points, online seconds).
+FULL = dict(train_s=60.0, epochs=25, gp_points=1500, online_s=90.0)
+QUICK = dict(train_s=8.0, epochs=3, gp_points=300, online_s=25.0)
 PAYLOADS_ML = (200.0, 300.0, 400.0)
+#: The payload the simulated arm switches to part-way through the online run [ml].
+SWITCH_TO_ML = 600.0
+SWITCH_AT = 0.4
+#: Bin width of the online error curve [s].
+ERROR_BIN_S = 1.0
 
 
-def run_demo(out: Path, quick: bool = False) -> int:
-    """Run the demo into folder ``out`` (replaced if it exists); returns an exit status."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+def _isolate_dds() -> None:
+    """Keep the demo's DDS traffic on this machine, in a domain of its own."""
+    repo = Path(__file__).resolve().parents[1]
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    profile = repo / 'config' / 'fastdds_localhost.xml'
+    if not profile.is_file():
+        from invdyn_ros.graph import config_dir
+        profile = config_dir() / 'fastdds_localhost.xml'
+    os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(profile)
+    os.environ['ROS_DOMAIN_ID'] = str(101 + os.getpid() % 100)
 
+
+def offline_stage(out: Path, sizes: dict) -> tuple[Path, Path, dict]:
+    """Simulate -> bag -> LSTM and GP checkpoints; returns their paths and figures."""
     from invdyn_ros.core.accel import AccelConfig
     from invdyn_ros.core.bagio import write_joint_state_bag
     from invdyn_ros.core.checkpoint import save_checkpoint
     from invdyn_ros.core.datasets import load_trajectories
-    from invdyn_ros.core.evaluate import predict_trajectories
+    from invdyn_ros.core.gp import GpConfig, train_gp
     from invdyn_ros.core.lstm import LstmConfig
     from invdyn_ros.core.lwr_sim import simulate
-    from invdyn_ros.core.training import TrainConfig, mse_scores, train_lstm, training_meta
+    from invdyn_ros.core.training import TrainConfig, train_lstm, training_meta
 
-    t0 = time.perf_counter()
-    seconds, epochs, test_seconds = QUICK if quick else FULL
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    print(f'[1/4] simulating the LWR 4+: {len(PAYLOADS_ML)} runs x {seconds:g} s at 1 kHz, '
-          f'payloads {PAYLOADS_ML} ml')
-    runs = [simulate(seconds=seconds, payload_ml=ml, seed=10 + i)
+    print(f'[1/3] offline: simulating {len(PAYLOADS_ML)} runs x {sizes["train_s"]:g} s at '
+          f'1 kHz (payloads {PAYLOADS_ML} ml), recording a rosbag2')
+    runs = [simulate(seconds=sizes['train_s'], payload_ml=ml, seed=10 + i)
             for i, ml in enumerate(PAYLOADS_ML)]
     bag = write_joint_state_bag(out / 'sim_bag', runs, storage='mcap')
-    print(f'      wrote {bag}')
-
-    print('[2/4] reading the bag back and training the LSTM on joints 1-5')
     trajs = load_trajectories([bag], LWR_JOINTS_1_TO_5)
     accel = AccelConfig()
     mcfg = LstmConfig(joint_names=LWR_JOINTS_1_TO_5, rate_hz=1000.0, hidden_size=32)
-    tcfg = TrainConfig(epochs=epochs, batch=16, window=64, segment=1024, lr=0.05)
-    result = train_lstm(trajs, mcfg, tcfg, accel)
-    model_path = save_checkpoint(out / 'lwr_lstm.npz', result.model,
-                                 training_meta(result, tcfg, accel, [str(bag)]))
-    print(f'      {result.train_samples} samples, {len(result.history)} epochs in '
-          f'{result.wall_s:.1f} s -> {model_path}')
+    tcfg = TrainConfig(epochs=sizes['epochs'], batch=16, window=100, segment=2000, lr=0.05)
+    res = train_lstm(trajs, mcfg, tcfg, accel)
+    lstm_path = save_checkpoint(out / 'lwr_lstm.npz', res.model,
+                                training_meta(res, tcfg, accel, [str(bag)]))
+    print(f'      LSTM: {res.train_samples} samples, {len(res.history)} epochs, '
+          f'{res.wall_s:.1f} s, validation nMSE {res.history[res.best_epoch - 1].get("val_nmse")}')
+    gcfg = GpConfig(joint_names=LWR_JOINTS_1_TO_5, rate_hz=1000.0, kind='exact',
+                    max_exact_points=sizes['gp_points'], subsample=True)
+    gp, info = train_gp(trajs, gcfg, accel)
+    gp_path = save_checkpoint(out / 'lwr_gp.npz', gp, {'accel_config': accel.to_dict()})
+    print(f'      GP: exact, {gp.num_train} points, fit {info["fit_time_s"]:.1f} s')
+    return lstm_path, gp_path, {'lstm_train_s': res.wall_s, 'lstm_samples': res.train_samples,
+                                'gp_points': gp.num_train, 'gp_fit_s': info['fit_time_s']}
 
-    print('[3/4] predicting step by step on a new 300 ml run')
-    test = simulate(seconds=test_seconds, payload_ml=300.0, seed=99).select(LWR_JOINTS_1_TO_5)
-    pred, = predict_trajectories(result.model, accel, [test])
-    naive = np.vstack((test.tau[:1], test.tau[:-1]))       # previous measured torque
-    lstm_s = mse_scores(test.tau, pred)
-    naive_s = mse_scores(test.tau, naive)
 
-    print('[4/4] results')
-    print(f'  {"joint":<14}{"LSTM MSE":>12}{"LSTM nMSE":>11}{"naive MSE":>12}')
-    for j, name in enumerate(LWR_JOINTS_1_TO_5):
-        print(f'  {name:<14}{lstm_s["mse_per_joint"][j]:>12.4g}'
-              f'{lstm_s["nmse_per_joint"][j]:>11.4f}{naive_s["mse_per_joint"][j]:>12.4g}')
-    print(f'  {"overall":<14}{lstm_s["mse"]:>12.4g}{lstm_s["nmse"]:>11.4f}'
-          f'{naive_s["mse"]:>12.4g}')
+class _Monitor:
+    """Listens to the running graph and keeps what the report needs."""
 
-    t = test.times()
-    fig, axes = plt.subplots(len(LWR_JOINTS_1_TO_5), 1, figsize=(10, 11), sharex=True)
+    def __init__(self) -> None:
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from sensor_msgs.msg import JointState
+
+        self.ctx = Context()
+        rclpy.init(context=self.ctx)
+        self.node = Node('invdyn_demo_monitor', context=self.ctx)
+        be = QoSProfile(depth=2000, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self.measured: dict[int, list] = {}
+        self.lstm: dict[int, list] = {}
+        self.gp: dict[int, list] = {}
+        self.recv_lag: list[float] = []
+        self.diag: list[tuple[float, str, dict]] = []
+        idx = None
+
+        def key(m):
+            return m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec
+
+        def on_js(m):
+            nonlocal idx
+            if idx is None:
+                idx = [list(m.name).index(j) for j in LWR_JOINTS_1_TO_5]
+            self.measured[key(m)] = [m.effort[i] for i in idx]
+
+        def on_ff(m):
+            k = key(m)
+            self.lstm[k] = list(m.effort)
+            self.recv_lag.append(self.node.get_clock().now().nanoseconds - k)
+
+        def on_diag(m):
+            for s in m.status:
+                self.diag.append((time.monotonic(), s.name,
+                                  {kv.key: kv.value for kv in s.values}))
+
+        self.node.create_subscription(JointState, '/joint_states', on_js, be)
+        self.node.create_subscription(JointState, '/invdyn/feedforward', on_ff, be)
+        self.node.create_subscription(JointState, '/invdyn/gp/feedforward',
+                                      lambda m: self.gp.__setitem__(key(m), list(m.effort)), be)
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', on_diag, be)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def set_payload(self, ml: float) -> bool:
+        from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+        from rcl_interfaces.srv import SetParameters
+        cli = self.node.create_client(SetParameters, '/lwr_sim/set_parameters')
+        if not cli.wait_for_service(timeout_sec=5.0):
+            return False
+        req = SetParameters.Request(parameters=[Parameter(
+            name='payload_ml', value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE,
+                                                    double_value=float(ml)))])
+        fut = cli.call_async(req)
+        t_end = time.monotonic() + 5.0
+        while not fut.done() and time.monotonic() < t_end:
+            time.sleep(0.01)
+        return bool(fut.done() and fut.result().results[0].successful)
+
+    def close(self) -> None:
+        import rclpy
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.ctx)
+
+
+def online_stage(lstm_path: Path, gp_path: Path, seconds: float) -> tuple[_Monitor, dict]:
+    """Run the node graph with the simulated arm; returns the monitor and event times."""
+    from invdyn_ros.graph import run_graph
+    print(f'[2/3] online: predictor + trainer + GP baseline + simulated arm over DDS for '
+          f'{seconds:g} s; payload switches to {SWITCH_TO_ML:g} ml at '
+          f'{SWITCH_AT * seconds:g} s')
+    mon = _Monitor()
+    stop = threading.Event()
+    log = open(os.devnull, 'w') if not os.environ.get('INVDYN_DEMO_VERBOSE') else None
+    status = {}
+    th = threading.Thread(target=lambda: status.setdefault('rc', run_graph(
+        'predict', ['sim:=true', 'trainer:=true', 'gp:=true', f'model:={lstm_path}',
+                    f'gp_model:={gp_path}'], stop=stop, **({'sink': log} if log else {}))))
+    t_start = time.monotonic()
+    th.start()
+    events = {'start': t_start}
+    try:
+        while time.monotonic() - t_start < seconds and th.is_alive():
+            if 'switch' not in events and time.monotonic() - t_start >= SWITCH_AT * seconds:
+                ok = mon.set_payload(SWITCH_TO_ML)
+                events['switch'] = time.monotonic()
+                events['switch_stamp_ns'] = max(mon.measured) if mon.measured else 0
+                print(f'      payload -> {SWITCH_TO_ML:g} ml ({"ok" if ok else "FAILED"})')
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        th.join(timeout=30)
+        if log:
+            log.close()
+    events['graph_status'] = status.get('rc')
+    return mon, events
+
+
+def report(out: Path, mon: _Monitor, events: dict, offline: dict, quick: bool,
+           t0: float) -> dict:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    keys = sorted(set(mon.measured) & set(mon.lstm))
+    if not keys:
+        raise RuntimeError('the predictor produced no feedforward during the online run')
+    t_ns = np.array(keys, dtype=np.int64)
+    t = (t_ns - t_ns[0]) * 1e-9
+    meas = np.array([mon.measured[k] for k in keys])
+    lstm = np.array([mon.lstm[k] for k in keys])
+    gkeys = sorted(set(mon.measured) & set(mon.gp))
+    t_gp = (np.array(gkeys, dtype=np.int64) - t_ns[0]) * 1e-9
+    gp = np.array([mon.gp[k] for k in gkeys]) if gkeys else np.zeros((0, 5))
+    meas_gp = np.array([mon.measured[k] for k in gkeys]) if gkeys else np.zeros((0, 5))
+    switch_t = (events.get('switch_stamp_ns', 0) - t_ns[0]) * 1e-9
+
+    def mse(a, b):
+        return float(np.mean((a - b) ** 2)) if len(a) else float('nan')
+
+    pre, post = t < switch_t, t >= switch_t
+    lat = np.array(mon.recv_lag) * 1e-9
+    pred_diag = [d for _, n, d in mon.diag if n == 'invdyn: predictor']
+    train_diag = [d for _, n, d in mon.diag if n == 'invdyn: trainer']
+    last_p = pred_diag[-1] if pred_diag else {}
+    last_t = train_diag[-1] if train_diag else {}
+    n_js = len(mon.measured)
+    results = {
+        'quick': quick, 'wall_s': round(time.perf_counter() - t0, 1), 'offline': offline,
+        'online': {
+            'joint_states_received': n_js, 'feedforward_received': len(mon.lstm),
+            'answered_fraction': len(keys) / max(n_js, 1),
+            'lstm_mse_before_switch': mse(lstm[pre], meas[pre]),
+            'lstm_mse_after_switch': mse(lstm[post], meas[post]),
+            'gp_mse': mse(gp, meas_gp), 'lstm_mse': mse(lstm, meas),
+            'gp_predictions': len(gkeys),
+            'stamp_to_receipt_p50_ms': float(np.percentile(lat, 50) * 1e3) if len(lat) else None,
+            'stamp_to_receipt_p99_ms': float(np.percentile(lat, 99) * 1e3) if len(lat) else None,
+            'predictor': last_p, 'trainer': last_t, 'graph_status': events.get('graph_status')},
+        'joint_names': list(LWR_JOINTS_1_TO_5)}
+    o = results['online']
+    print('[3/3] results')
+    print(f'  joint_states received {n_js}, feedforward answered {o["answered_fraction"]:.1%}; '
+          f'predictor compute p50 {last_p.get("compute_p50_us", "?")} us, p99 '
+          f'{last_p.get("compute_p99_us", "?")} us; stamp-to-receipt p50 '
+          f'{o["stamp_to_receipt_p50_ms"]:.2f} ms, p99 {o["stamp_to_receipt_p99_ms"]:.2f} ms')
+    print(f'  LSTM MSE [Nm^2]: {o["lstm_mse"]:.4g} overall, {o["lstm_mse_before_switch"]:.4g} '
+          f'before / {o["lstm_mse_after_switch"]:.4g} after the payload switch; GP MSE '
+          f'{o["gp_mse"]:.4g} on {len(gkeys)} decimated samples')
+    print(f'  trainer: {last_t.get("updates", 0)} updates, {last_t.get("published", 0)} models '
+          f'published; predictor on model version {last_p.get("model_version", "?")} '
+          f'({last_p.get("model_updates", 0)} swaps, {last_p.get("rejected_total", 0)} rejected '
+          f'inputs)')
+
+    fig, axes = plt.subplots(5, 1, figsize=(11, 11), sharex=True)
     for j, ax in enumerate(axes):
-        ax.plot(t, test.tau[:, j], 'k', lw=1.0, label='measured')
-        ax.plot(t, pred[:, j], 'C1', lw=1.0, label='LSTM (step by step)')
+        ax.plot(t, meas[:, j], 'k', lw=0.8, label='measured')
+        ax.plot(t, lstm[:, j], 'C1', lw=0.8, label='LSTM (predictor node)')
+        if len(gkeys):
+            ax.plot(t_gp, gp[:, j], 'C0.', ms=1.5, label='GP baseline node')
+        ax.axvline(switch_t, color='C3', ls='--', lw=0.8)
         ax.set_ylabel(f'{LWR_JOINTS_1_TO_5[j]}\n[Nm]')
-    axes[0].legend(loc='upper right')
-    axes[-1].set_xlabel('time [s]')
-    fig.suptitle('Simulated KUKA LWR 4+, 300 ml flask: predicted vs measured joint torque')
+    axes[0].legend(loc='upper right', fontsize=8)
+    axes[-1].set_xlabel('time [s] (dashed: payload switch)')
+    fig.suptitle('invdyn online on the simulated LWR 4+: feedforward vs measured joint torque')
     fig.tight_layout()
-    fig.savefig(out / 'torque_prediction.png', dpi=100)
+    fig.savefig(out / 'online_torques.png', dpi=90)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ep = [h['epoch'] for h in result.history]
-    ax.semilogy(ep, [h['train_loss'] for h in result.history], label='train (normalised MSE)')
-    if 'val_nmse' in result.history[0]:
-        ax.semilogy(ep, [h['val_nmse'] for h in result.history], label='validation nMSE')
-    ax.set_xlabel('epoch')
-    ax.set_ylabel('normalised MSE [-]')
-    ax.set_title('LSTM training on the simulated LWR')
+    bins = np.arange(0.0, t[-1] + ERROR_BIN_S, ERROR_BIN_S)
+    which = np.digitize(t, bins)
+    centers, err = [], []
+    for b in np.unique(which):
+        sel = which == b
+        centers.append(t[sel].mean())
+        err.append(np.mean((lstm[sel] - meas[sel]) ** 2))
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.semilogy(centers, err, 'C1-o', ms=3, label='LSTM, 1 s bins')
+    if len(gkeys):
+        gw = np.digitize(t_gp, bins)
+        gc = [t_gp[gw == b].mean() for b in np.unique(gw)]
+        ge = [np.mean((gp[gw == b] - meas_gp[gw == b]) ** 2) for b in np.unique(gw)]
+        ax.semilogy(gc, ge, 'C0-s', ms=3, label='GP baseline, 1 s bins')
+    ax.axvline(switch_t, color='C3', ls='--', label=f'payload -> {SWITCH_TO_ML:g} ml')
+    ax.set_xlabel('time [s]')
+    ax.set_ylabel('MSE [Nm$^2$]')
+    ax.set_title('Online feedforward error while the trainer learns')
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / 'training.png', dpi=100)
+    fig.savefig(out / 'online_error.png', dpi=90)
     plt.close(fig)
+    (out / 'results.json').write_text(json.dumps(results, indent=2, default=str))
+    print(f'  figures and results.json in {out}/ ({results["wall_s"]:.0f} s)')
+    return results
 
-    results = {'quick': quick, 'wall_s': round(time.perf_counter() - t0, 2),
-               'train_samples': result.train_samples, 'epochs': len(result.history),
-               'lstm': lstm_s, 'naive': naive_s, 'joint_names': list(LWR_JOINTS_1_TO_5),
-               'model': str(model_path), 'bag': str(bag)}
-    (out / 'results.json').write_text(json.dumps(results, indent=2))
-    print(f'  figures and results in {out}/ ({results["wall_s"]:.0f} s)')
-    return 0
+
+def run_demo(out: Path, quick: bool = False) -> int:
+    """Run the demo into folder ``out`` (replaced if it exists); returns an exit status."""
+    t0 = time.perf_counter()
+    sizes = QUICK if quick else FULL
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    _isolate_dds()
+    lstm_path, gp_path, offline = offline_stage(out, sizes)
+    mon, events = online_stage(lstm_path, gp_path, sizes['online_s'])
+    try:
+        results = report(out, mon, events, offline, quick, t0)
+    finally:
+        mon.close()
+    return 0 if results['online']['feedforward_received'] > 0 else 1

@@ -64,6 +64,18 @@ def _metadata(path):
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('storage', STORAGES)
+def test_reads_every_message_across_decode_batches(tmp_path, storage, monkeypatch):
+    # Real bags are read in batches of DECODE_BATCH messages (65,536); a small batch here
+    # checks that no message after the first batch is lost.
+    monkeypatch.setattr(bagio, 'DECODE_BATCH', 64)
+    a = _traj(1000, seed=3)
+    bag = bagio.write_joint_state_bag(tmp_path / 'bag', a, storage=storage)
+    got, = bagio.read_joint_state_bag(bag)
+    assert len(got) == 1000
+    np.testing.assert_allclose(got.q, a.q, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize('storage', STORAGES)
 def test_round_trip_is_exact_and_bag_is_complete(tmp_path, storage):
     a = _traj(500, seed=1)
     b = _traj(300, seed=2, t=False, rate=250.0)       # stamps from k / rate_hz

@@ -409,7 +409,8 @@ def _flush_buckets(buckets: list[_Bucket], base: int, recv: list, which: list,
         if bucket.data:
             rows = np.flatnonzero(ids == bucket.id)
             groups.extend(_decode_bucket(bucket, rows + base, recv_ns[rows], slow))
-            bucket.data = []
+            # Emptied in place: the reading loop holds this list's bound append method.
+            bucket.data.clear()
     recv.clear()
     which.clear()
     return groups

@@ -19,11 +19,20 @@ A checkpoint is one uncompressed ``.npz`` (zip) archive of ``.npy`` members, rea
   in the dtype named by the header; the normalisation lives in the header (JSON floats
   round-trip float64 exactly), so a loaded model reproduces the saved one bit for bit.
 
+Kind ``'gp'`` (the Gaussian-process baseline, :mod:`invdyn_ros.core.gp`) uses the same layout:
+``config`` holds :meth:`GpConfig.settings() <invdyn_ros.core.gp.GpConfig.settings>` (``kind``
+'exact' or 'sparse', ``num_inducing``, ...), ``dtype`` is always ``float64``, and the weights
+are the GPyTorch parameters by name, raw (unconstrained) values (``likelihood.*``, ``gp.*``:
+hyperparameters, and for a sparse GP the inducing points and natural variational parameters),
+plus for an exact GP its training data ``train_x`` (n, 3d) and ``train_y`` (n, d) in physical
+units: everything to rebuild the same predictor from the file alone.
+
 The loader checks everything before it builds a model: the archive, the header, the format and
-version, the kind (dispatching on it; only 'lstm' exists, 'gp' is reserved), the architecture,
-every weight's name, dtype, shape and finiteness, and optionally the joints and rate the caller
-expects. Joints with the same names in another order are refused (the model is not permuted):
-callers map their data by name into the model's order, which :func:`load_checkpoint` returns.
+version, the kind (dispatching on it: 'lstm' or 'gp'; a caller gets only the kind it asks
+for), the architecture, every weight's name, dtype, shape and finiteness, and optionally the
+joints and rate the caller expects. Joints with the same names in another order are refused
+(the model is not permuted): callers map their data by name into the model's order, which
+:func:`load_checkpoint` returns.
 
 Every problem raises :class:`CheckpointError` naming the file (or the byte source).
 """
@@ -56,8 +65,10 @@ WEIGHT_PREFIX = 'weight.'
 NPY_SUFFIX = '.npy'
 DEFAULT_TARGET = 'full'
 DEFAULT_MODEL_VERSION = 1
-#: Model kinds the format knows of; only those in _BUILDERS can be loaded today.
+#: Model kinds the format knows of (all of them in _BUILDERS).
 KNOWN_KINDS = ('lstm', 'gp')
+#: The only weight dtype of kind 'gp' (GP factorisations need it; see invdyn_ros.core.gp).
+GP_DTYPE = 'float64'
 WEIGHT_DTYPES = ('float32', 'float64')
 #: Refuse archives claiming more than this many uncompressed bytes (a zip bomb, not a model:
 #: hidden 1024 x 4 layers in float64 is ~270 MB).
@@ -108,7 +119,12 @@ def _json_default(obj: Any) -> Any:
 def _model_kind(model: torch.nn.Module) -> str:
     if isinstance(model, LstmInverseDynamics):
         return 'lstm'
-    raise TypeError(f'cannot checkpoint a {type(model).__name__}; supported: LstmInverseDynamics')
+    # Imported here: gpytorch is only loaded by those who use GPs.
+    from invdyn_ros.core.gp import GpInverseDynamics
+    if isinstance(model, GpInverseDynamics):
+        return 'gp'
+    raise TypeError(f'cannot checkpoint a {type(model).__name__}; supported: '
+                    'LstmInverseDynamics, GpInverseDynamics')
 
 
 def _lstm_header_and_weights(model: LstmInverseDynamics) -> tuple[dict, dict[str, np.ndarray]]:
@@ -128,9 +144,25 @@ def _lstm_header_and_weights(model: LstmInverseDynamics) -> tuple[dict, dict[str
     return header, weights
 
 
+def _gp_header_and_weights(model: Any) -> tuple[dict, dict[str, np.ndarray]]:
+    if not model.is_fitted:
+        raise ValueError('cannot checkpoint an unfitted GP model: call fit() first')
+    cfg = model.config
+    header = {
+        'joint_names': list(cfg.joint_names),
+        'rate_hz': float(cfg.rate_hz),
+        'input_kind': cfg.input_kind,
+        'config': cfg.settings(),
+        'normalisation': model.normalizer.to_dict(),
+        'dtype': GP_DTYPE,
+    }
+    return header, model.state_arrays()
+
+
 #: kind -> function giving the kind-specific header fields and the named weight arrays.
 _SERIALISERS: dict[str, Callable[[Any], tuple[dict, dict[str, np.ndarray]]]] = {
     'lstm': _lstm_header_and_weights,
+    'gp': _gp_header_and_weights,
 }
 
 
@@ -352,15 +384,57 @@ def _check_common_fields(header: dict, source: str) -> None:
             raise CheckpointError(source, f'{key} must be a JSON object')
 
 
+#: What a refused kind is, for the message (a GP file handed to the LSTM predictor, say).
+_KIND_HINTS = {
+    'gp': " (a Gaussian-process baseline checkpoint; load it with expect_kind='gp')",
+    'lstm': " (an LSTM checkpoint; load it with expect_kind='lstm')",
+}
+
+
 def _check_kind(header: dict, expect_kind: Optional[str], source: str) -> str:
     kind = header['kind']
     if expect_kind is not None and kind != expect_kind:
+        hint = _KIND_HINTS.get(kind, '')
         raise CheckpointError(
-            source, f'holds a {kind!r} model, but a {expect_kind!r} model was asked for')
+            source, f'holds a {kind!r} model, but a {expect_kind!r} model was asked for{hint}')
     if kind not in _BUILDERS:
         raise CheckpointError(
             source, f'unknown model kind {kind!r} (this invdyn loads {sorted(_BUILDERS)})')
     return kind
+
+
+def _normalizer_from_header(header: dict, input_dim: int, output_dim: int, source: str
+                            ) -> Normalizer:
+    norm_dict = header['normalisation']
+    norm_keys = {'x_mean', 'x_std', 'y_mean', 'y_std'}
+    if set(norm_dict) != norm_keys:
+        raise CheckpointError(source, f'normalisation must have exactly {sorted(norm_keys)}')
+    try:
+        normalizer = Normalizer(**{k: np.asarray(v, dtype=np.float64)
+                                   for k, v in norm_dict.items()})
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(source, f'invalid normalisation: {exc}') from exc
+    if (normalizer.input_dim, normalizer.output_dim) != (input_dim, output_dim):
+        raise CheckpointError(
+            source, f'normalisation is for {normalizer.input_dim} inputs / '
+            f'{normalizer.output_dim} outputs, config has {input_dim} / {output_dim}')
+    return normalizer
+
+
+def _stored_weights(arrays: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """The ``weight.*`` members by name (prefix removed); any other member is refused."""
+    stored = {k[len(WEIGHT_PREFIX):]: v for k, v in arrays.items() if k.startswith(WEIGHT_PREFIX)}
+    stray = sorted(k for k in arrays if k != HEADER_KEY and not k.startswith(WEIGHT_PREFIX))
+    if stray:
+        raise CheckpointError(source, f'unexpected archive members {stray}')
+    return stored
+
+
+def _check_manifest(header: dict, stored: dict[str, np.ndarray], source: str) -> None:
+    manifest = header['weights']
+    if {k: tuple(v) if isinstance(v, list) else v for k, v in manifest.items()} != {
+            k: tuple(v.shape) for k, v in stored.items()}:
+        raise CheckpointError(source, 'header weight manifest does not match the archive')
 
 
 def _build_lstm(header: dict, arrays: dict[str, np.ndarray], source: str
@@ -375,39 +449,20 @@ def _build_lstm(header: dict, arrays: dict[str, np.ndarray], source: str
                             input_kind=header['input_kind'], **arch)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(source, f'invalid model configuration: {exc}') from exc
-    norm_dict = header['normalisation']
-    norm_keys = {'x_mean', 'x_std', 'y_mean', 'y_std'}
-    if set(norm_dict) != norm_keys:
-        raise CheckpointError(source, f'normalisation must have exactly {sorted(norm_keys)}')
-    try:
-        normalizer = Normalizer(**{k: np.asarray(v, dtype=np.float64)
-                                   for k, v in norm_dict.items()})
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(source, f'invalid normalisation: {exc}') from exc
-    if (normalizer.input_dim, normalizer.output_dim) != (config.input_dim, config.output_dim):
-        raise CheckpointError(
-            source, f'normalisation is for {normalizer.input_dim} inputs / '
-            f'{normalizer.output_dim} outputs, config has {config.input_dim} / '
-            f'{config.output_dim}')
+    normalizer = _normalizer_from_header(header, config.input_dim, config.output_dim, source)
     dtype = header['dtype']
     if dtype not in WEIGHT_DTYPES:
         raise CheckpointError(source, f'dtype {dtype!r} not one of {list(WEIGHT_DTYPES)}')
     torch_dtype = getattr(torch, dtype)
     model = LstmInverseDynamics(config).to(torch_dtype)
     expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    stored = {k[len(WEIGHT_PREFIX):]: v for k, v in arrays.items() if k.startswith(WEIGHT_PREFIX)}
-    stray = sorted(k for k in arrays if k != HEADER_KEY and not k.startswith(WEIGHT_PREFIX))
-    if stray:
-        raise CheckpointError(source, f'unexpected archive members {stray}')
+    stored = _stored_weights(arrays, source)
     missing = sorted(set(expected) - set(stored))
     extra = sorted(set(stored) - set(expected))
     if missing or extra:
         raise CheckpointError(
             source, f'weights do not match the configuration: missing {missing}, extra {extra}')
-    manifest = header['weights']
-    if {k: tuple(v) if isinstance(v, list) else v for k, v in manifest.items()} != {
-            k: tuple(v.shape) for k, v in stored.items()}:
-        raise CheckpointError(source, 'header weight manifest does not match the archive')
+    _check_manifest(header, stored, source)
     state = {}
     for name, shape in expected.items():
         w = stored[name]
@@ -429,9 +484,40 @@ def _build_lstm(header: dict, arrays: dict[str, np.ndarray], source: str
     return model
 
 
+def _build_gp(header: dict, arrays: dict[str, np.ndarray], source: str) -> torch.nn.Module:
+    from invdyn_ros.core.gp import GpConfig, GpInverseDynamics, SETTINGS_KEYS
+    settings = header['config']
+    if set(settings) != SETTINGS_KEYS:
+        raise CheckpointError(
+            source, f'config keys {sorted(settings)} differ from {sorted(SETTINGS_KEYS)} (the '
+            "settings of a 'gp' model)")
+    try:
+        config = GpConfig(joint_names=tuple(header['joint_names']), rate_hz=header['rate_hz'],
+                          input_kind=header['input_kind'], **settings)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(source, f'invalid model configuration: {exc}') from exc
+    normalizer = _normalizer_from_header(header, config.input_dim, config.output_dim, source)
+    if header['dtype'] != GP_DTYPE:
+        raise CheckpointError(
+            source, f"dtype {header['dtype']!r}: a 'gp' checkpoint is always {GP_DTYPE}")
+    stored = _stored_weights(arrays, source)
+    _check_manifest(header, stored, source)
+    for name, w in stored.items():
+        if w.dtype != np.dtype(GP_DTYPE):
+            raise CheckpointError(source, f'weight {name} is {w.dtype}, header says {GP_DTYPE}')
+        if not np.all(np.isfinite(w)):
+            raise CheckpointError(source, f'weight {name} has NaN/inf values')
+    try:
+        return GpInverseDynamics.from_state(config, normalizer, stored)
+    except ValueError as exc:
+        raise CheckpointError(
+            source, f'weights do not match the configuration: {exc}') from exc
+
+
 #: kind -> function building the model from a validated header and the archive's arrays.
 _BUILDERS: dict[str, Callable[[dict, dict[str, np.ndarray], str], torch.nn.Module]] = {
     'lstm': _build_lstm,
+    'gp': _build_gp,
 }
 
 
@@ -492,8 +578,9 @@ def load_checkpoint(path: PathLike, *, expect_kind: Optional[str] = 'lstm',
 
     Args:
         path: the .npz file.
-        expect_kind: the model kind the caller can use ('lstm'); another kind is refused.
-            None accepts any kind this invdyn can load.
+        expect_kind: the model kind the caller can use ('lstm', or 'gp' for a
+            :class:`~invdyn_ros.core.gp.GpInverseDynamics`); another kind is refused, saying
+            what the file holds. None accepts any kind this invdyn can load.
         joint_names: if given, the model's joints must be exactly these, in this order (the
             same joints in another order are refused, saying so; the model is not reordered).
         rate_hz: if given, must match the trained rate within :data:`RATE_REL_TOL`.

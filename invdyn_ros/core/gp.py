@@ -14,15 +14,18 @@ and torques are normalised with the LSTM's :class:`~invdyn_ros.core.lstm.Normali
 the model), so the hyperparameters live in normalised units; everything the class returns is in
 physical units.
 
-* ``kind='exact'``: exact inference, hyperparameters by maximising the exact marginal log
-  likelihood (Adam, full batch). Time O(n^3) and memory O(d n^2): refused above
+* ``kind='exact'``: exact inference (Cholesky, never GPyTorch's conjugate-gradient
+  approximations), hyperparameters by maximising the exact marginal log likelihood (L-BFGS by
+  default, or Adam; full batch). Time O(d n^3) per step and memory O(d n^2): refused above
   ``max_exact_points`` unless ``subsample`` is set.
 * ``kind='sparse'``: stochastic variational GP (Hensman et al. 2013): ``num_inducing`` inducing
   points per joint (initialised by k-means, or a random subset, of the inputs, then learned),
-  whitened Cholesky variational distribution, variational ELBO on minibatches (Adam). The
-  joints are batch dimensions of one :class:`gpytorch.variational.VariationalStrategy` (not an
+  whitened variational distribution in natural parameters, variational ELBO on minibatches:
+  natural-gradient steps for q(u), Adam for the rest, hyperparameters warm-started from an
+  exact GP on a subset. The joints are batch dimensions of one
+  :class:`gpytorch.variational.VariationalStrategy` (not an
   ``IndependentMultitaskVariationalStrategy``): that keeps one Gaussian likelihood with a noise
-  per joint, the same likelihood and prediction code as the exact model, and the ELBO per joint.
+  per joint, the same likelihood and prediction code as the exact model, and an ELBO per joint.
   Cost per step O(d (b m^2 + m^3)), independent of n, so the baseline has a number at 100k
   samples too.
 
@@ -32,7 +35,8 @@ rate: plain numpy on caches made once after fitting or loading (for the exact GP
 alpha = (K + s^2 I)^-1 (y - c) and the Cholesky factor of K + s^2 I, so one prediction is one
 kernel row per joint, a dot product and a triangular solve), equal to the GPyTorch prediction
 to rounding. Both return the predictive standard deviation *including* the observation noise,
-in Nm.
+in Nm. ``threads`` sets torch's threads for fitting and :meth:`~GpInverseDynamics.predict`;
+the numpy path uses whatever BLAS threads the process has (one is best for its small products).
 """
 
 from __future__ import annotations
@@ -60,8 +64,26 @@ DEFAULT_NUM_INDUCING = 500
 #: (1.4 GB for 7 joints at 5000) several times over during the fit, and each optimiser step
 #: costs O(d n^3).
 DEFAULT_MAX_EXACT_POINTS = 5000
-DEFAULT_TRAINING_ITERS = 100
-DEFAULT_LR = 0.05
+OPTIMIZERS = ('auto', 'lbfgs', 'adam')
+#: Defaults when ``training_iters`` is None: L-BFGS iterations (exact, each with a line search
+#: of a few MLL evaluations), Adam steps (exact), minibatch steps (sparse).
+DEFAULT_ITERS = {'lbfgs': 100, 'adam': 200, 'sparse': 1000}
+#: Defaults when ``lr`` is None: L-BFGS's step scale (the line search does the rest), Adam's
+#: learning rate for an exact GP, and for a sparse one (hyperparameters and inducing points
+#: only, already warm-started; q(u) takes natural-gradient steps of :data:`NGD_LR`).
+DEFAULT_LRS = {'lbfgs': 1.0, 'adam': 0.1, 'sparse': 0.01}
+#: Natural-gradient step for the sparse GP's variational distribution (1.0 would be the exact
+#: conjugate update for the full data; minibatches need a damped step).
+NGD_LR = 0.1
+#: L-BFGS stops when the gradient or the change of the loss (per sample, summed over joints)
+#: falls below these.
+LBFGS_TOL_GRAD = 1e-7
+LBFGS_TOL_CHANGE = 1e-9
+#: Sparse GP: the hyperparameters start from an exact GP fitted (L-BFGS, this many iterations)
+#: on a random subset of ``warm_start_points`` samples; SVGP hyperparameters alone converge
+#: slowly, as the noise first absorbs the misfit of a still-poor variational posterior.
+WARM_START_ITERS = 50
+DEFAULT_WARM_START_POINTS = 500
 DEFAULT_BATCH_SIZE = 1024
 #: Everything runs in float64: a GP's Cholesky factors lose too much in float32, and the
 #: numpy fast path is checked against GPyTorch to 1e-6.
@@ -84,6 +106,10 @@ KMEANS_MAX_POINTS = 20000
 DEFAULT_THREADS = 2
 
 
+def _is_int(v: object) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
 @dataclass
 class GpConfig:
     """Interface and fitting settings of a GP inverse-dynamics baseline.
@@ -99,12 +125,18 @@ class GpConfig:
         max_exact_points: most training samples an exact GP accepts.
         subsample: with more samples than ``max_exact_points``, fit an exact GP on a random
             subset of that many (seeded) instead of refusing.
-        training_iters: optimiser steps (exact: full-batch; sparse: minibatch).
-        lr: Adam learning rate.
+        optimizer: ``'lbfgs'`` (exact only: full-batch quasi-Newton), ``'adam'``, or
+            ``'auto'``: L-BFGS for exact, Adam for sparse (minibatches).
+        training_iters: L-BFGS iterations or Adam steps (sparse: minibatch steps); None: the
+            default of :data:`DEFAULT_ITERS` for the optimiser / kind.
+        lr: step size (Adam's learning rate, L-BFGS's initial step); None: :data:`DEFAULT_LRS`.
         batch_size: minibatch size (sparse).
         inducing_init: ``'kmeans'`` or ``'random'`` (a random subset of the inputs).
+        warm_start_points: sparse only: start the hyperparameters from an exact GP on a random
+            subset of this many samples (0: from the fixed initial values).
         seed: seeds subsampling, k-means, minibatch order and torch.
-        threads: torch CPU threads while fitting and predicting (restored afterwards).
+        threads: torch CPU threads while fitting and predicting with GPyTorch (the caller's
+            setting is restored afterwards).
     """
 
     joint_names: tuple[str, ...]
@@ -114,10 +146,12 @@ class GpConfig:
     num_inducing: int = DEFAULT_NUM_INDUCING
     max_exact_points: int = DEFAULT_MAX_EXACT_POINTS
     subsample: bool = False
-    training_iters: int = DEFAULT_TRAINING_ITERS
-    lr: float = DEFAULT_LR
+    optimizer: str = 'auto'
+    training_iters: Optional[int] = None
+    lr: Optional[float] = None
     batch_size: int = DEFAULT_BATCH_SIZE
     inducing_init: str = 'kmeans'
+    warm_start_points: int = DEFAULT_WARM_START_POINTS
     seed: int = 0
     threads: int = DEFAULT_THREADS
 
@@ -143,6 +177,25 @@ class GpConfig:
         """One torque per joint: d."""
         return self.dof
 
+    @property
+    def resolved_optimizer(self) -> str:
+        """'lbfgs' or 'adam': the optimiser ``fit`` uses."""
+        if self.optimizer == 'auto':
+            return 'lbfgs' if self.kind == 'exact' else 'adam'
+        return self.optimizer
+
+    @property
+    def resolved_training_iters(self) -> int:
+        if self.training_iters is not None:
+            return int(self.training_iters)
+        return DEFAULT_ITERS['sparse' if self.kind == 'sparse' else self.resolved_optimizer]
+
+    @property
+    def resolved_lr(self) -> float:
+        if self.lr is not None:
+            return float(self.lr)
+        return DEFAULT_LRS['sparse' if self.kind == 'sparse' else self.resolved_optimizer]
+
     def validate(self) -> 'GpConfig':
         """Raise ValueError naming the first unusable field; returns self."""
         names = self.joint_names
@@ -161,37 +214,52 @@ class GpConfig:
                 f'unknown input_kind {self.input_kind!r}; known: {sorted(INPUT_KINDS)}')
         if self.kind not in GP_KINDS:
             raise ValueError(f'kind must be one of {list(GP_KINDS)}, got {self.kind!r}')
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f'optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}')
+        if self.kind == 'sparse' and self.optimizer == 'lbfgs':
+            raise ValueError("optimizer 'lbfgs' needs the full-batch objective of an exact GP; "
+                             "a sparse GP trains on minibatches with 'adam'")
         if self.inducing_init not in INDUCING_INITS:
             raise ValueError(
                 f'inducing_init must be one of {list(INDUCING_INITS)}, got {self.inducing_init!r}')
-        for name in ('num_inducing', 'max_exact_points', 'training_iters', 'batch_size',
-                     'threads'):
+        for name in ('num_inducing', 'max_exact_points', 'batch_size', 'threads'):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            if not _is_int(v) or v < 1:
                 raise ValueError(f'{name} must be a positive integer, got {v!r}')
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or (
-                self.seed < 0):
-            raise ValueError(f'seed must be a non-negative integer, got {self.seed!r}')
+        if self.training_iters is not None and (
+                not _is_int(self.training_iters) or self.training_iters < 1):
+            raise ValueError(
+                f'training_iters must be a positive integer or None, got {self.training_iters!r}')
+        for name in ('seed', 'warm_start_points'):
+            v = getattr(self, name)
+            if not _is_int(v) or v < 0:
+                raise ValueError(f'{name} must be a non-negative integer, got {v!r}')
         if not isinstance(self.subsample, bool):
             raise ValueError(f'subsample must be True or False, got {self.subsample!r}')
-        if (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))
+        if self.lr is not None and (
+                isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))
                 or not math.isfinite(self.lr) or self.lr <= 0.0):
-            raise ValueError(f'lr must be a positive number, got {self.lr!r}')
+            raise ValueError(f'lr must be a positive number or None, got {self.lr!r}')
         return self
 
     def settings(self) -> dict:
         """The fitting settings (everything but the interface), JSON-ready."""
         return {'kind': self.kind, 'num_inducing': int(self.num_inducing),
                 'max_exact_points': int(self.max_exact_points), 'subsample': self.subsample,
-                'training_iters': int(self.training_iters), 'lr': float(self.lr),
+                'optimizer': self.optimizer,
+                'training_iters': None if self.training_iters is None
+                else int(self.training_iters),
+                'lr': None if self.lr is None else float(self.lr),
                 'batch_size': int(self.batch_size), 'inducing_init': self.inducing_init,
+                'warm_start_points': int(self.warm_start_points),
                 'seed': int(self.seed), 'threads': int(self.threads)}
 
 
 #: Keys of :meth:`GpConfig.settings` (the checkpoint's ``config`` object for kind 'gp').
 SETTINGS_KEYS = frozenset({
-    'kind', 'num_inducing', 'max_exact_points', 'subsample', 'training_iters', 'lr',
-    'batch_size', 'inducing_init', 'seed', 'threads'})
+    'kind', 'num_inducing', 'max_exact_points', 'subsample', 'optimizer', 'training_iters',
+    'lr', 'batch_size', 'inducing_init', 'warm_start_points', 'seed', 'threads'})
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,7 +295,9 @@ class _SparseBatchGp(gpytorch.models.ApproximateGP):
 
     def __init__(self, inducing: torch.Tensor) -> None:
         d, m, input_dim = inducing.shape
-        variational = gpytorch.variational.CholeskyVariationalDistribution(
+        # Natural parameters: natural-gradient steps on them converge in a few hundred
+        # minibatches where Adam on a Cholesky parameterisation needs thousands.
+        variational = gpytorch.variational.NaturalVariationalDistribution(
             m, batch_shape=torch.Size([d]))
         strategy = gpytorch.variational.VariationalStrategy(
             self, inducing, variational, learn_inducing_locations=True)
@@ -313,6 +383,15 @@ def _matern52(r: np.ndarray) -> np.ndarray:
     return (1.0 + s5r + (5.0 / 3.0) * r * r) * np.exp(-s5r)
 
 
+def _kernel(a: np.ndarray, b: np.ndarray, outputscale: np.ndarray) -> np.ndarray:
+    """Per-joint scaled Matern-5/2 kernel between points already divided by the length scales:
+    a (d, n, D), b (d, m, D), outputscale (d,) -> (d, n, m)."""
+    r2 = (np.sum(a * a, axis=-1)[:, :, None] + np.sum(b * b, axis=-1)[:, None, :]
+          - 2.0 * np.matmul(a, b.transpose(0, 2, 1)))
+    np.maximum(r2, 0.0, out=r2)  # rounding can make tiny squared distances negative
+    return _matern52(np.sqrt(r2)) * outputscale[:, None, None]
+
+
 def _safe_cholesky(a: np.ndarray) -> np.ndarray:
     """Lower Cholesky factor of the SPD matrix a (n, n); adds growing jitter as GPyTorch does
     if the plain factorisation fails."""
@@ -332,33 +411,36 @@ def _safe_cholesky(a: np.ndarray) -> np.ndarray:
 class _NumpyPredictor:
     """Per-joint predictive mean and variance in numpy from caches made once.
 
-    Both kinds share one form. With z the normalised input, points P_j (training inputs for
-    exact, inducing points for sparse) and k_j = s_j m52(|(P_j - z) / l_j|) (n,):
+    With z the normalised input, points P_j (training inputs for exact, inducing points for
+    sparse; (n, D)) and k_j = s_j m52(|(P_j - z) / l_j|) (n,), v_j = L_j^-1 k_j:
 
-    * mean_j = c_j + k_j . a_j
-    * exact:  var_j = s_j - |L_j^-1 k_j|^2 + noise_j, L_j L_j^T = K_j + noise_j I,
-      a_j = (K_j + noise_j I)^-1 (y_j - c_j);
-    * sparse: var_j = s_j + jitter + k_j^T B_j k_j + noise_j, with L_j L_j^T = K_zz + jitter I,
-      a_j = L_j^-T m_j, B_j = L_j^-T (S_j - I) L_j^-1 (whitened q(u) = N(m_j, S_j)), as
-      GPyTorch's VariationalStrategy computes it.
+    * exact: L_j L_j^T = K_j + noise_j I, alpha_j = (K_j + noise_j I)^-1 (y_j - c_j);
+      mean_j = c_j + k_j . alpha_j, var_j = s_j - |v_j|^2 + noise_j.
+    * sparse: L_j L_j^T = K_zz,j + jitter I, whitened q(u_w) = N(m_j, S_j);
+      mean_j = c_j + v_j . m_j, var_j = s_j + jitter + v_j^T S_j v_j - |v_j|^2 + noise_j,
+      term by term as GPyTorch's VariationalStrategy (the sum cancels to ~noise, so the order
+      of operations matters for matching it).
 
     Everything in normalised units; the caller denormalises.
     """
 
     def __init__(self, points: np.ndarray, lengthscale: np.ndarray, outputscale: np.ndarray,
-                 mean_const: np.ndarray, noise: np.ndarray, a: np.ndarray,
-                 chol: Optional[np.ndarray] = None, middle: Optional[np.ndarray] = None,
-                 prior_jitter: float = 0.0, min_variance: float = 0.0) -> None:
-        # points (d, n, D) or (n, D) shared; lengthscale (d, D); the rest (d,) or (d, n[, n]).
+                 mean_const: np.ndarray, noise: np.ndarray, chol: np.ndarray,
+                 alpha: Optional[np.ndarray] = None, m_w: Optional[np.ndarray] = None,
+                 s_w: Optional[np.ndarray] = None, prior_jitter: float = 0.0,
+                 min_variance: float = 0.0) -> None:
+        # points (n, D) shared or (d, n, D); lengthscale (d, D); outputscale, mean_const,
+        # noise (d,); chol (d, n, n); alpha, m_w (d, n); s_w (d, n, n).
         self.scaled = np.ascontiguousarray(points / lengthscale[:, None, :])   # (d, n, D)
         self.scaled_sq = np.sum(self.scaled ** 2, axis=-1)                      # (d, n)
         self.inv_ls = 1.0 / lengthscale                                          # (d, D)
         self.outputscale = outputscale
         self.mean_const = mean_const
         self.noise = noise
-        self.a = a
         self.chol = chol
-        self.middle = middle
+        self.alpha = alpha
+        self.m_w = m_w
+        self.s_w = s_w
         self.prior_jitter = prior_jitter
         self.min_variance = min_variance
 
@@ -367,17 +449,21 @@ class _NumpyPredictor:
         zs = zn[None, :, :] * self.inv_ls[:, None, :]                           # (d, M, D)
         cross = np.matmul(self.scaled, zs.transpose(0, 2, 1))                   # (d, n, M)
         r2 = self.scaled_sq[:, :, None] + np.sum(zs * zs, axis=-1)[:, None, :] - 2.0 * cross
-        np.maximum(r2, 0.0, out=r2)
+        np.maximum(r2, 0.0, out=r2)  # as in _kernel, with the points' norms cached
         k = _matern52(np.sqrt(r2)) * self.outputscale[:, None, None]            # (d, n, M)
-        mean = self.mean_const[:, None] + np.einsum('jnm,jn->jm', k, self.a)
-        if self.chol is not None:
-            quad = np.empty_like(mean)
-            for j in range(len(self.chol)):
-                v = solve_triangular(self.chol[j], k[j], lower=True, check_finite=False)
-                quad[j] = -np.sum(v * v, axis=0)
-        else:
-            quad = np.sum(k * np.matmul(self.middle, k), axis=1)
-        var_f = self.outputscale[:, None] + self.prior_jitter + quad
+        d, m = k.shape[0], k.shape[2]
+        mean = np.empty((d, m))
+        var_f = np.empty((d, m))
+        for j in range(d):
+            v = solve_triangular(self.chol[j], k[j], lower=True, check_finite=False)
+            vv = np.sum(v * v, axis=0)
+            if self.alpha is not None:
+                mean[j] = self.mean_const[j] + self.alpha[j] @ k[j]
+                var_f[j] = self.outputscale[j] - vv
+            else:
+                mean[j] = self.mean_const[j] + self.m_w[j] @ v
+                var_f[j] = (self.outputscale[j] + self.prior_jitter
+                            + (np.sum(v * (self.s_w[j] @ v), axis=0) - vv))
         # GPyTorch clamps the latent variance before the likelihood adds the noise.
         var = np.maximum(var_f, self.min_variance) + self.noise[:, None]
         return mean, var
@@ -385,6 +471,61 @@ class _NumpyPredictor:
 
 # --------------------------------------------------------------------------------------------
 # The model
+
+
+#: The kernel and mean hyperparameters, by GPyTorch name (the same in both model kinds).
+_HYPERPARAMETERS = ('mean_module.raw_constant', 'covar_module.raw_outputscale',
+                    'covar_module.base_kernel.raw_lengthscale')
+
+
+def _init_hyperparameters(gp: gpytorch.models.GP,
+                          likelihood: gpytorch.likelihoods.GaussianLikelihood,
+                          input_dim: int) -> None:
+    """Neutral starting values, in normalised units."""
+    # Normalised inputs: typical distances between samples are ~sqrt(2 D); a length scale of
+    # sqrt(D) starts every input as moderately relevant.
+    gp.covar_module.base_kernel.lengthscale = math.sqrt(input_dim)
+    gp.covar_module.outputscale = 1.0     # normalised torques have unit variance
+    likelihood.noise = INIT_NOISE
+
+
+def _optimise_exact(gp: _ExactBatchGp, likelihood: gpytorch.likelihoods.GaussianLikelihood,
+                    optimizer: str, iters: int, lr: float) -> tuple[list[float], np.ndarray]:
+    """Maximise the exact marginal log likelihood of ``gp`` over its hyperparameters.
+
+    Returns the loss (negative MLL per sample, summed over joints) at every evaluation and the
+    final negative MLL per joint (d,).
+    """
+    gp.train()
+    likelihood.train()
+    mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, gp)
+    xt, yt = gp.train_inputs[0], gp.train_targets
+    history: list[float] = []
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        loss = -mll(gp(xt), yt).sum()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f'GP fit diverged (loss {loss.item()}); try another optimizer or a lower lr')
+        loss.backward()
+        history.append(loss.item())
+        return loss
+
+    if optimizer == 'lbfgs':
+        # The exact MLL is deterministic and smooth: quasi-Newton with a strong-Wolfe line
+        # search gets in ~50 iterations where Adam needs hundreds.
+        opt = torch.optim.LBFGS(gp.parameters(), lr=lr, max_iter=iters,
+                                line_search_fn='strong_wolfe', tolerance_grad=LBFGS_TOL_GRAD,
+                                tolerance_change=LBFGS_TOL_CHANGE)
+        opt.step(closure)
+    else:
+        opt = torch.optim.Adam(gp.parameters(), lr=lr)
+        for _ in range(iters):
+            opt.step(closure)
+    with torch.no_grad():
+        final = -mll(gp(xt), yt)
+    return history, final.numpy().copy()
 
 
 class GpInverseDynamics(torch.nn.Module):
@@ -603,62 +744,67 @@ class GpInverseDynamics(torch.nn.Module):
         info['fit_time_s'] = time.perf_counter() - t0
         return info
 
-    def _init_hyperparameters(self) -> None:
-        # Normalised inputs: typical distances between samples are ~sqrt(2 D); a length scale
-        # of sqrt(D) starts every input as moderately relevant.
-        kernel = self.gp.covar_module
-        kernel.base_kernel.lengthscale = math.sqrt(self.config.input_dim)
-        kernel.outputscale = 1.0     # normalised torques have unit variance
-        self.likelihood.noise = INIT_NOISE
-
     def _fit_exact(self) -> tuple[list[float], np.ndarray]:
-        gp, likelihood = self.gp, self.likelihood
-        self._init_hyperparameters()
-        gp.train()
-        likelihood.train()
-        mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, gp)
-        opt = torch.optim.Adam(gp.parameters(), lr=self.config.lr)
-        xt, yt = gp.train_inputs[0], gp.train_targets
-        history = []
-        for _ in range(self.config.training_iters):
-            opt.zero_grad(set_to_none=True)
-            loss = -mll(gp(xt), yt).sum()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f'GP fit diverged (loss {loss.item()}); lower lr')
-            loss.backward()
-            opt.step()
-            history.append(loss.item())
+        cfg = self.config
+        _init_hyperparameters(self.gp, self.likelihood, cfg.input_dim)
+        return _optimise_exact(self.gp, self.likelihood, cfg.resolved_optimizer,
+                               cfg.resolved_training_iters, cfg.resolved_lr)
+
+    def _warm_start(self, xn: np.ndarray, yn: np.ndarray, rng: np.random.Generator) -> None:
+        """Set the sparse GP's hyperparameters to those of an exact GP fitted on a random
+        subset of ``warm_start_points`` normalised samples xn (n, 3d), yn (n, d)."""
+        k = min(self.config.warm_start_points, len(xn))
+        keep = np.sort(rng.choice(len(xn), k, replace=False))
+        likelihood = _likelihood(self.config.dof).to(DTYPE)
+        exact = _ExactBatchGp(torch.as_tensor(xn[keep], dtype=DTYPE),
+                              torch.as_tensor(yn[keep].T.copy(), dtype=DTYPE),
+                              likelihood).to(DTYPE)
+        _init_hyperparameters(exact, likelihood, self.config.input_dim)
+        _optimise_exact(exact, likelihood, 'lbfgs', WARM_START_ITERS, DEFAULT_LRS['lbfgs'])
         with torch.no_grad():
-            final = -mll(gp(xt), yt)
-        return history, final.numpy().copy()
+            for name in _HYPERPARAMETERS:
+                self.gp.get_parameter(name).copy_(exact.get_parameter(name))
+            self.likelihood.noise_covar.raw_noise.copy_(likelihood.noise_covar.raw_noise)
 
     def _fit_sparse(self, xn: np.ndarray, yn: np.ndarray, rng: np.random.Generator
                     ) -> tuple[list[float], np.ndarray]:
+        """SVGP on normalised xn (n, 3d), yn (n, d); returns the loss per step and the final
+        negative ELBO per sample on all data, per joint (d,)."""
         cfg = self.config
         gp, likelihood = self.gp, self.likelihood
-        self._init_hyperparameters()
+        _init_hyperparameters(gp, likelihood, cfg.input_dim)
+        if cfg.warm_start_points > 0:
+            self._warm_start(xn, yn, rng)
         gp.train()
         likelihood.train()
         n = len(xn)
         xt = torch.as_tensor(xn, dtype=DTYPE)
         yt = torch.as_tensor(yn.T.copy(), dtype=DTYPE)       # (d, n)
         elbo = gpytorch.mlls.VariationalELBO(likelihood, gp, num_data=n)
-        opt = torch.optim.Adam(list(gp.parameters()) + list(likelihood.parameters()), lr=cfg.lr)
+        # Natural gradients for q(u), Adam for the hyperparameters and inducing locations.
+        variational = list(gp.variational_parameters())
+        skip = {id(p) for p in variational}
+        others = [p for p in list(gp.parameters()) + list(likelihood.parameters())
+                  if id(p) not in skip]
+        ngd = gpytorch.optim.NGD(variational, num_data=n, lr=NGD_LR)
+        adam = torch.optim.Adam(others, lr=cfg.resolved_lr)
         batch = min(cfg.batch_size, n)
         order = rng.permutation(n)
         pos = 0
         history = []
-        for _ in range(cfg.training_iters):
+        for _ in range(cfg.resolved_training_iters):
             if pos + batch > n:
                 order, pos = rng.permutation(n), 0
             idx = torch.as_tensor(order[pos:pos + batch])
             pos += batch
-            opt.zero_grad(set_to_none=True)
+            ngd.zero_grad(set_to_none=True)
+            adam.zero_grad(set_to_none=True)
             loss = -elbo(gp(xt[idx]), yt[:, idx]).sum()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f'SVGP fit diverged (loss {loss.item()}); lower lr')
             loss.backward()
-            opt.step()
+            ngd.step()
+            adam.step()
             history.append(loss.item())
         # The final ELBO on all data (not a noisy minibatch estimate), in chunks.
         gp.eval()
@@ -709,14 +855,12 @@ class GpInverseDynamics(torch.nn.Module):
         h = self._raw_hyperparameters()
         d = self.config.dof
         min_var = gpytorch.settings.min_variance.value(DTYPE)
+        ls = h['lengthscale']
         if self.config.kind == 'exact':
-            zn = self._normalizer.normalise_x(self._train_x)
-            yn = self._normalizer.normalise_y(self._train_y).T                     # (d, n)
-            scaled = zn[None] / h['lengthscale'][:, None, :]
-            r2 = (np.sum(scaled ** 2, -1)[:, :, None] + np.sum(scaled ** 2, -1)[:, None, :]
-                  - 2.0 * np.matmul(scaled, scaled.transpose(0, 2, 1)))
-            np.maximum(r2, 0.0, out=r2)
-            kmat = _matern52(np.sqrt(r2)) * h['outputscale'][:, None, None]
+            zn = self._normalizer.normalise_x(self._train_x)                        # (n, D)
+            yn = self._normalizer.normalise_y(self._train_y).T                      # (d, n)
+            scaled = zn[None] / ls[:, None, :]
+            kmat = _kernel(scaled, scaled, h['outputscale'])
             idx = np.arange(len(zn))
             kmat[:, idx, idx] += h['noise'][:, None]
             chol = np.stack([_safe_cholesky(kmat[j]) for j in range(d)])
@@ -724,33 +868,23 @@ class GpInverseDynamics(torch.nn.Module):
                 solve_triangular(chol[j].T, solve_triangular(
                     chol[j], yn[j] - h['mean'][j], lower=True, check_finite=False),
                     lower=False, check_finite=False) for j in range(d)])
-            self._fast = _NumpyPredictor(zn, h['lengthscale'], h['outputscale'], h['mean'],
-                                         h['noise'], alpha, chol=chol, min_variance=min_var)
+            self._fast = _NumpyPredictor(zn, ls, h['outputscale'], h['mean'], h['noise'], chol,
+                                         alpha=alpha, min_variance=min_var)
         else:
             strategy = self.gp.variational_strategy
             jitter = float(strategy.jitter_val)
             with torch.no_grad():
                 inducing = strategy.inducing_points.numpy().copy()                # (d, m, D)
-                q_u = strategy.variational_distribution
+                q_u = strategy.variational_distribution   # whitened: u = L_zz u_w
                 m_w = q_u.mean.numpy().copy()                                      # (d, m)
                 s_w = q_u.covariance_matrix.numpy().copy()                         # (d, m, m)
-            scaled = inducing / h['lengthscale'][:, None, :]
-            sq = np.sum(scaled ** 2, -1)
-            r2 = sq[:, :, None] + sq[:, None, :] - 2.0 * np.matmul(scaled,
-                                                                  scaled.transpose(0, 2, 1))
-            np.maximum(r2, 0.0, out=r2)
-            kzz = _matern52(np.sqrt(r2)) * h['outputscale'][:, None, None]
+            scaled = inducing / ls[:, None, :]
+            kzz = _kernel(scaled, scaled, h['outputscale'])
             eye = np.eye(inducing.shape[1])
-            a = np.empty_like(m_w)
-            middle = np.empty_like(s_w)
-            for j in range(d):
-                chol = _safe_cholesky(kzz[j] + jitter * eye)
-                a[j] = solve_triangular(chol.T, m_w[j], lower=False, check_finite=False)
-                linv = solve_triangular(chol, eye, lower=True, check_finite=False)
-                middle[j] = linv.T @ (s_w[j] - eye) @ linv
-            self._fast = _NumpyPredictor(inducing, h['lengthscale'], h['outputscale'],
-                                         h['mean'], h['noise'], a, middle=middle,
-                                         prior_jitter=jitter, min_variance=min_var)
+            chol = np.stack([_safe_cholesky(kzz[j] + jitter * eye) for j in range(d)])
+            self._fast = _NumpyPredictor(inducing, ls, h['outputscale'], h['mean'], h['noise'],
+                                         chol, m_w=m_w, s_w=s_w, prior_jitter=jitter,
+                                         min_variance=min_var)
 
     def _check_x(self, x: np.ndarray, ndim: int) -> np.ndarray:
         self._require_fitted()

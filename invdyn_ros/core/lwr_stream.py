@@ -56,7 +56,8 @@ class LwrStream:
         self._plan_qdd = np.empty((0, DOF))
         self._plan_start = 0
         self._q_end = HOME_Q.copy()
-        self._q_m, self._qd_m, self._tau_m = self.sim.measure()
+        self._q_m, self._qd_m, tau0 = self.sim.measure()
+        self._last = (0.0, self._q_m, self._qd_m, tau0)
 
     @property
     def joint_names(self) -> tuple[str, ...]:
@@ -86,26 +87,29 @@ class LwrStream:
         return self._plan_q[i], self._plan_qd[i], self._plan_qdd[i]
 
     def measurement(self) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
-        """(t [s], q [rad], qd [rad/s], tau [Nm] of the last step), each (7,) - what a robot's
-        /joint_states carries now."""
-        return self.time, self._q_m, self._qd_m, self._tau_m
+        """The last sample as a robot's /joint_states carries it, aligned as :func:`simulate`
+        rows are: (t_k [s], q_k [rad], qd_k [rad/s], tau_k [Nm]) with q_k, qd_k measured at t_k
+        and tau_k the joint torque applied from t_k on, each (7,)."""
+        return self._last
 
     def step(self, feedforward: Optional[np.ndarray] = None) -> None:
         """Advance one sample: control law on the current measurement plus ``feedforward``
         (7,) [Nm] if given (non-finite feedforward is ignored, as a safe drive would)."""
         q_des, qd_des, qdd_des = self.reference()
-        e, ed = q_des - self._q_m, qd_des - self._qd_m
+        q_k, qd_k = self._q_m, self._qd_m
+        e, ed = q_des - q_k, qd_des - qd_k
         if self.controller == 'computed_torque':
-            tau = self.sim.nominal_rnea(self._q_m, self._qd_m,
-                                        qdd_des + self.kp * e + self.kd * ed)
+            tau = self.sim.nominal_rnea(q_k, qd_k, qdd_des + self.kp * e + self.kd * ed)
         else:
             # Plain PD scaled by the nominal inertia's diagonal, so one stiffness fits all joints.
             tau = self._pd_scale * (self.kp * e + self.kd * ed)
         if feedforward is not None and np.all(np.isfinite(feedforward)):
             tau = tau + feedforward
         self.sim.step(tau)
+        # One reading per step (each draws sensor noise): the new state and the step's torque.
+        self._q_m, self._qd_m, tau_k = self.sim.measure()
+        self._last = (self.time, q_k, qd_k, tau_k)
         self._k += 1
-        self._q_m, self._qd_m, self._tau_m = self.sim.measure()
 
     @property
     def _pd_scale(self) -> np.ndarray:

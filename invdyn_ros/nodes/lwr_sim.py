@@ -103,7 +103,7 @@ class LwrSimNode(Node):
             fresh = time.monotonic() - self._ff_time < STALE_FEEDFORWARD_S
             self.stream.step(self._ff if fresh else None)
             _, q, qd, tau = self.stream.measurement()
-            stamp_ns = self._t0_ns + (self.published + 1) * self._dt_ns
+            stamp_ns = self._t0_ns + self.published * self._dt_ns
             m = self._msg
             m.header.stamp.sec, m.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
             m.position, m.velocity, m.effort = q.tolist(), qd.tolist(), tau.tolist()

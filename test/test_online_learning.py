@@ -1,0 +1,94 @@
+"""The online learner behind the trainer node: batches, replay, gating, divergence."""
+
+import copy
+
+import numpy as np
+import torch
+
+from invdyn_ros.core.lstm import LstmConfig, LstmInverseDynamics, Normalizer
+from invdyn_ros.core.online_learning import OnlineConfig, OnlineLearner
+
+NAMES = ('j1', 'j2')
+RATE = 200.0
+
+
+def _stream(n, seed=0, gain=2.0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / RATE
+    w = np.array([1.3, 0.7])
+    q = np.sin(np.outer(t, w))
+    qd = w * np.cos(np.outer(t, w))
+    qdd = -w * w * np.sin(np.outer(t, w))
+    tau = gain * qdd + 3.0 * np.sin(q) + 0.5 * np.sign(qd) + rng.normal(0, 0.01, q.shape)
+    return t + 10.0, q, qd, tau
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    t, q, qd, tau = _stream(2000)
+    x = np.hstack((q, qd, np.zeros_like(q)))
+    return LstmInverseDynamics(LstmConfig(joint_names=NAMES, rate_hz=RATE, hidden_size=16),
+                               Normalizer.from_data(x, tau))
+
+
+def test_windows_holdout_and_learning_improves_the_published_model():
+    cfg = OnlineConfig(batch_size=64, context=32, learning_rate=0.05, holdout_every=4,
+                       holdout_size=10)
+    learner = OnlineLearner(_model(), config=cfg)
+    before = copy.deepcopy(learner.published)
+    t, q, qd, tau = _stream(64 * 40)
+    complete = sum(learner.add_sample(t[k], q[k], qd[k], tau[k]) for k in range(len(t)))
+    assert complete == 40
+    assert learner.stats['held_back'] == 10 and learner.pending() == 30
+    for _ in range(3):          # several passes: each window trains once, replay re-uses them
+        learner.train_pending()
+        for k in range(len(t)):
+            learner.add_sample(t[k] + 100 * (_ + 1), q[k], qd[k], tau[k])
+    learner.train_pending()
+    assert learner.stats['updates'] > 100
+    new = learner.candidate()
+    assert new is not None and learner.model_version == 1
+    assert learner.holdout_score(new) < 0.5 * learner.holdout_score(before)
+
+
+def test_a_worse_candidate_is_not_published():
+    learner = OnlineLearner(_model(), config=OnlineConfig(batch_size=32, context=0,
+                                                          holdout_every=2))
+    t, q, qd, tau = _stream(32 * 10)
+    for k in range(len(t)):
+        learner.add_sample(t[k], q[k], qd[k], tau[k])
+    learner.train_pending()
+    with torch.no_grad():      # sabotage the training copy
+        for p in learner.model.parameters():
+            p.add_(torch.randn_like(p) * 5.0)
+    assert learner.candidate() is None
+    assert learner.stats['candidates_rejected'] == 1 and learner.model_version == 0
+
+
+def test_no_window_spans_a_gap():
+    learner = OnlineLearner(_model(), config=OnlineConfig(batch_size=50, context=50))
+    t, q, qd, tau = _stream(80)
+    for k in range(80):
+        learner.add_sample(t[k], q[k], qd[k], tau[k])
+    t2 = t + 5.0                 # a 5 s gap: a new sequence starts
+    for k in range(30):
+        learner.add_sample(t2[k], q[k], qd[k], tau[k])
+    assert learner.stats['sequence_starts'] == 2
+    assert learner.pending() == 1             # only the first sequence completed a window
+
+
+def test_diverging_update_is_discarded_and_weights_restored():
+    learner = OnlineLearner(_model(), config=OnlineConfig(batch_size=32, context=0,
+                                                          holdout_every=1000))
+    t, q, qd, tau = _stream(32 * 3)
+    tau = tau.copy()
+    tau[40:60] = np.inf          # a poisoned batch (the node rejects these; belt and braces)
+    for k in range(len(t)):
+        learner.add_sample(t[k], q[k], qd[k], tau[k])
+    before = {k: v.clone() for k, v in learner.model.state_dict().items()}
+    learner.train_pending(max_updates=2)
+    assert learner.stats['diverged_discarded'] >= 1
+    for p in learner.model.parameters():
+        assert torch.isfinite(p).all()
+    assert any(not torch.equal(before[k], v) for k, v in learner.model.state_dict().items()), \
+        'the healthy batch still trained'
