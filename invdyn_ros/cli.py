@@ -134,6 +134,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     val = load_trajectories(args.val_data, args.joints, args.topic) if args.val_data else None
     names = tuple(args.joints or trajs[0].joint_names)
     rate = args.rate_hz or float(trajs[0].rate_hz)
+    if args.model == 'gp':
+        return _train_gp(args, trajs, names, rate)
     try:
         mcfg = LstmConfig(joint_names=names, rate_hz=rate, hidden_size=args.hidden,
                           num_layers=args.layers)
@@ -154,6 +156,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f'wrote {out}: {result.train_samples} training samples, best epoch '
           f'{result.best_epoch}/{len(result.history)} ({result.stopped}), '
           f'val MSE {meta["val_mse"]}, nMSE {meta["val_nmse"]}, {result.wall_s:.1f} s')
+    return 0
+
+
+def _train_gp(args: argparse.Namespace, trajs: list, names: tuple, rate: float) -> int:
+    from invdyn_ros.core.accel import AccelConfig
+    from invdyn_ros.core.checkpoint import save_checkpoint
+    from invdyn_ros.core.gp import GpConfig, train_gp
+    try:
+        cfg = GpConfig(joint_names=names, rate_hz=rate, kind=args.gp_kind,
+                       max_exact_points=args.gp_points, subsample=args.gp_subsample,
+                       num_inducing=args.inducing, seed=args.seed, threads=args.threads)
+        cfg.validate()
+        accel = AccelConfig(jerk_psd=args.jerk_psd).validate()
+        gp, info = train_gp(trajs, cfg, accel)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    meta = {'accel_config': accel.to_dict(),
+            'fit': {k: v for k, v in info.items() if k != 'accel_config'}}
+    out = save_checkpoint(args.out, gp, meta)
+    print(f'wrote {out}: {args.gp_kind} GP on {gp.num_train} points, fit '
+          f'{info["fit_time_s"]:.1f} s')
     return 0
 
 
@@ -204,10 +227,14 @@ def _write_json(path: str, obj: dict) -> None:
 
 def cmd_model_info(args: argparse.Namespace) -> int:
     from invdyn_ros.core.checkpoint import load_checkpoint
-    model, meta = load_checkpoint(args.model)
+    model, meta = load_checkpoint(args.model, expect_kind=None)
     cfg = model.config
-    print(f'{args.model}: LSTM {cfg.num_layers} layer(s) x {cfg.hidden_size}, joints '
-          f'{list(cfg.joint_names)}, {cfg.rate_hz:g} Hz, input {cfg.input_kind}')
+    if meta.get('kind') == 'gp':
+        what = f'{cfg.kind} GP on {model.num_train} points'
+    else:
+        what = f'LSTM {cfg.num_layers} layer(s) x {cfg.hidden_size}'
+    print(f'{args.model}: {what}, joints {list(cfg.joint_names)}, {cfg.rate_hz:g} Hz, input '
+          f'{cfg.input_kind}')
     print(json.dumps(meta, indent=2, default=str))
     return 0
 
@@ -278,6 +305,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--val-data', nargs='+', help='validation data (default: split by '
                    'trajectory)')
     t.add_argument('--out', required=True, help='checkpoint file to write (.npz)')
+    t.add_argument('--model', choices=('lstm', 'gp'), default='lstm',
+                   help='lstm (default) or the GP baseline')
+    t.add_argument('--gp-kind', choices=('exact', 'sparse'), default='exact',
+                   help='GP: exact, or sparse variational with inducing points')
+    t.add_argument('--gp-points', type=_positive_int, default=2000,
+                   help='GP: most points an exact GP takes (default 2000)')
+    t.add_argument('--gp-subsample', action='store_true',
+                   help='GP: subsample larger data to --gp-points instead of refusing')
+    t.add_argument('--inducing', type=_positive_int, default=500,
+                   help='sparse GP: inducing points (default 500)')
     t.add_argument('--joints', type=_joint_list, help='joints to model (default: all)')
     t.add_argument('--topic', default='/joint_states')
     t.add_argument('--epochs', type=_positive_int, default=40)

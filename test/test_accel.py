@@ -107,3 +107,31 @@ def test_ensure_qdd_keeps_recorded_only_on_request():
 def test_config_validation(field, value):
     with pytest.raises(ValueError, match=field):
         AccelConfig(**{field: value}).validate()
+
+
+@pytest.mark.parametrize('use_velocity', [True, False])
+def test_equals_a_textbook_kalman_filter(use_velocity):
+    """The closed-form scalar update is the standard KF: x, P as in matrix form."""
+    cfg = AccelConfig(use_velocity=use_velocity)
+    rng = np.random.default_rng(5)
+    est = AccelEstimator(2, cfg)
+    t = np.cumsum(rng.uniform(0.5e-3, 3e-3, 400))
+    q, qd = rng.normal(size=(400, 2)), rng.normal(size=(400, 2))
+    est.update(t[0], q[0], qd[0])
+    x = est.state.copy()
+    P = est.covariance
+    H = np.eye(3)[:2] if use_velocity else np.eye(3)[:1]
+    R = np.diag([cfg.q_noise_std ** 2, cfg.qd_noise_std ** 2])[:len(H), :len(H)]
+    for k in range(1, 400):
+        dt = t[k] - t[k - 1]
+        F = np.array([[1, dt, dt * dt / 2], [0, 1, dt], [0, 0, 1]])
+        Q = cfg.jerk_psd * np.array([[dt ** 5 / 20, dt ** 4 / 8, dt ** 3 / 6],
+                                     [dt ** 4 / 8, dt ** 3 / 3, dt ** 2 / 2],
+                                     [dt ** 3 / 6, dt ** 2 / 2, dt]])
+        x, P = F @ x, F @ P @ F.T + Q
+        K = P @ H.T @ np.linalg.inv(H @ P @ H.T + R)
+        z = np.vstack((q[k], qd[k]))[:len(H)]
+        x, P = x + K @ (z - H @ x), (np.eye(3) - K @ H) @ P
+        est.update(t[k], q[k], qd[k])
+    np.testing.assert_allclose(est.state, x, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(est.covariance, P, rtol=1e-8, atol=1e-14)

@@ -9,8 +9,8 @@ The filter: a Kalman filter per joint on the state ``[q, qd, qdd]`` with a white
 model ("constant acceleration" with jerk as white noise of spectral density ``jerk_psd``
 [(rad/s^3)^2 / Hz]), measuring q and, when present, qd. The transition and process noise use the
 real time step between stamps, so jitter and dropped samples are handled by construction, never by
-an assumed rate. All joints share the noise settings, so one 3x3 covariance serves every joint
-and a step costs a few 3x3 products whatever the number of joints.
+an assumed rate. All joints share the noise settings, so one 3x3 covariance (six floats)
+serves every joint and a step costs two small matrix products whatever the number of joints.
 
 Time handling, per :meth:`AccelEstimator.update`:
 
@@ -90,18 +90,25 @@ class AccelEstimator:
         self.dof = int(dof)
         self.config = config.validate()
         self._x = np.zeros((3, self.dof))      # rows: q, qd, qdd
-        self._P = np.zeros((3, 3))
+        self._z = np.zeros((2, self.dof))      # measurement rows: q, qd
+        # The shared 3x3 covariance as six Python floats: at this size scalar arithmetic is
+        # several times faster than numpy calls, and this runs on every /joint_states message.
+        self._P = (0.0,) * 6                   # p00, p01, p02, p11, p12, p22
         self._t: Optional[float] = None
         self._r_q = config.q_noise_std ** 2
         self._r_qd = config.qd_noise_std ** 2
-        self._last_dt = -1.0
-        self._F = np.eye(3)
-        self._Q = np.zeros((3, 3))
+        self._s = float(config.jerk_psd)
 
     @property
     def state(self) -> np.ndarray:
         """Current estimate, shape (3, dof): rows q [rad], qd [rad/s], qdd [rad/s^2]."""
         return self._x
+
+    @property
+    def covariance(self) -> np.ndarray:
+        """The shared state covariance (3, 3) (same for every joint)."""
+        p00, p01, p02, p11, p12, p22 = self._P
+        return np.array([[p00, p01, p02], [p01, p11, p12], [p02, p12, p22]])
 
     def reset(self) -> None:
         """Forget everything; the next sample starts the filter afresh."""
@@ -113,20 +120,7 @@ class AccelEstimator:
         self._x[1] = qd if qd is not None else 0.0
         self._x[2] = 0.0
         qd_var = self._r_qd if qd is not None else INITIAL_QDD_STD ** 2
-        self._P = np.diag([self._r_q, qd_var, INITIAL_QDD_STD ** 2])
-
-    def _transition(self, dt: float) -> None:
-        # Cache F and Q: at a steady rate consecutive steps share dt exactly or nearly.
-        if dt == self._last_dt:
-            return
-        self._last_dt = dt
-        self._F = np.array([[1.0, dt, 0.5 * dt * dt], [0.0, 1.0, dt], [0.0, 0.0, 1.0]])
-        d2, d3 = dt * dt, dt * dt * dt
-        # Discretised continuous white-jerk noise (van Loan for the triple integrator).
-        self._Q = self.config.jerk_psd * np.array([
-            [d3 * d2 / 20.0, d2 * d2 / 8.0, d3 / 6.0],
-            [d2 * d2 / 8.0, d3 / 3.0, d2 / 2.0],
-            [d3 / 6.0, d2 / 2.0, dt]])
+        self._P = (self._r_q, 0.0, 0.0, qd_var, 0.0, INITIAL_QDD_STD ** 2)
 
     def update(self, t: float, q: np.ndarray, qd: Optional[np.ndarray] = None
                ) -> tuple[np.ndarray, AccelStatus]:
@@ -154,28 +148,59 @@ class AccelEstimator:
             self._start(t, q, qd)
             return self._x[2], AccelStatus.RESET
         self._t = t
-        self._transition(dt)
-        F = self._F
-        x = F @ self._x
-        P = F @ self._P @ F.T + self._Q
+        # Predict: P <- F P F^T + Q, F = [[1, dt, h], [0, 1, dt], [0, 0, 1]], h = dt^2 / 2,
+        # Q the discretised white-jerk noise (van Loan for the triple integrator).
+        p00, p01, p02, p11, p12, p22 = self._P
+        h = 0.5 * dt * dt
+        d2, d3 = dt * dt, dt * dt * dt
+        s = self._s
+        a0 = p00 + dt * p01 + h * p02          # row 0 of F P
+        a1 = p01 + dt * p11 + h * p12
+        a2 = p02 + dt * p12 + h * p22
+        b1 = p11 + dt * p12                    # row 1 of F P
+        b2 = p12 + dt * p22
+        m00 = a0 + dt * a1 + h * a2 + s * d3 * d2 / 20.0
+        m01 = a1 + dt * a2 + s * d2 * d2 / 8.0
+        m02 = a2 + s * d3 / 6.0
+        m11 = b1 + dt * b2 + s * d3 / 3.0
+        m12 = b2 + s * d2 / 2.0
+        m22 = p22 + s * dt
         if qd is None:
-            # Position only: scalar innovation variance, gain (3,).
-            s = P[0, 0] + self._r_q
-            k = P[:, 0] / s
-            x += np.outer(k, q - x[0])
-            P = P - np.outer(k, P[0])
+            # Position only: K = P[:, 0] / (P00 + r_q).
+            inv = 1.0 / (m00 + self._r_q)
+            k0, k1, k2 = m00 * inv, m01 * inv, m02 * inv
+            self._P = (m00 - k0 * m00, m01 - k0 * m01, m02 - k0 * m02,
+                       m11 - k1 * m01, m12 - k1 * m02, m22 - k2 * m02)
+            # x <- (I - K H) F x + K q, as one (3, 3) and one (3, 1) product.
+            A = np.array([[1.0 - k0, (1.0 - k0) * dt, (1.0 - k0) * h],
+                          [-k1, 1.0 - k1 * dt, dt - k1 * h],
+                          [-k2, -k2 * dt, 1.0 - k2 * h]])
+            x = A @ self._x
+            x += np.outer((k0, k1, k2), q)
         else:
-            S = P[:2, :2].copy()
-            S[0, 0] += self._r_q
-            S[1, 1] += self._r_qd
-            K = np.linalg.solve(S, P[:2]).T          # (3, 2) = P H^T S^-1
-            innov = np.stack((q - x[0], qd - x[1]))  # (2, dof)
-            x += K @ innov
-            P = P - K @ P[:2]
-        # Symmetrise: keeps the shared covariance well-conditioned over millions of steps.
-        self._P = 0.5 * (P + P.T)
+            # K = P H^T S^-1 with S = P[:2, :2] + R (2 x 2, inverted in closed form).
+            s00, s01, s11 = m00 + self._r_q, m01, m11 + self._r_qd
+            inv = 1.0 / (s00 * s11 - s01 * s01)
+            i00, i01, i11 = s11 * inv, -s01 * inv, s00 * inv
+            k00, k01 = m00 * i00 + m01 * i01, m00 * i01 + m01 * i11
+            k10, k11 = m01 * i00 + m11 * i01, m01 * i01 + m11 * i11
+            k20, k21 = m02 * i00 + m12 * i01, m02 * i01 + m12 * i11
+            # P <- P - K P[:2, :]
+            self._P = (m00 - k00 * m00 - k01 * m01, m01 - k00 * m01 - k01 * m11,
+                       m02 - k00 * m02 - k01 * m12, m11 - k10 * m01 - k11 * m11,
+                       m12 - k10 * m02 - k11 * m12, m22 - k20 * m02 - k21 * m12)
+            # x <- (I - K H) F x + K z, with H F = [[1, dt, h], [0, 1, dt]].
+            A = np.array([
+                [1.0 - k00, dt - k00 * dt - k01, h - k00 * h - k01 * dt],
+                [-k10, 1.0 - k10 * dt - k11, dt - k10 * h - k11 * dt],
+                [-k20, -k20 * dt - k21, 1.0 - k20 * h - k21 * dt]])
+            z = self._z
+            z[0] = q
+            z[1] = qd
+            x = A @ self._x
+            x += np.array(((k00, k01), (k10, k11), (k20, k21))) @ z
         self._x = x
-        return self._x[2], AccelStatus.OK
+        return x[2], AccelStatus.OK
 
 
 def estimate_accelerations(traj: Trajectory, config: AccelConfig = AccelConfig()

@@ -33,14 +33,26 @@ def predict_trajectories(model, accel: AccelConfig, trajs: Sequence[Trajectory]
     return out
 
 
+def predict_gp_trajectories(gp, accel: AccelConfig, trajs: Sequence[Trajectory]
+                            ) -> list[np.ndarray]:
+    """GP mean torques [Nm] (T, d) per trajectory, on the same causal inputs as the LSTM (the
+    GP is static, so predicting all samples at once equals predicting them one by one)."""
+    from invdyn_ros.core.training import prepare
+    return [gp.predict(p.x)[0] for p in prepare(trajs, gp.config.joint_names, accel)]
+
+
 def evaluate_model(model_path: Union[str, Path], data: Sequence[Union[str, Path]],
                    topic: str = '/joint_states') -> dict:
-    """Scores of the checkpoint at ``model_path`` on ``data`` (any loader's input)."""
-    model, meta = load_checkpoint(model_path)
+    """Scores of the checkpoint at ``model_path`` (LSTM or GP) on ``data`` (any loader's
+    input)."""
+    model, meta = load_checkpoint(model_path, expect_kind=None)
     names = model.config.joint_names
     trajs = load_trajectories(data, names, topic)
     accel = AccelConfig.from_dict(meta.get('accel_config', {}))
-    preds = predict_trajectories(model, accel, trajs)
+    if meta.get('kind') == 'gp':
+        preds = predict_gp_trajectories(model, accel, trajs)
+    else:
+        preds = predict_trajectories(model, accel, trajs)
     y = np.concatenate([tr.tau for tr in trajs])
     p = np.concatenate(preds)
     valid = np.all(np.isfinite(p), axis=1)
@@ -49,5 +61,7 @@ def evaluate_model(model_path: Union[str, Path], data: Sequence[Union[str, Path]
     report = mse_scores(y[valid], p[valid])
     report.update(model=str(model_path), joint_names=list(names), samples=int(len(y)),
                   scored_samples=int(valid.sum()), trajectories=len(trajs),
-                  data=[str(d) for d in data], mode='step-by-step, state carried')
+                  data=[str(d) for d in data], kind=meta.get('kind', 'lstm'),
+                  mode=('static GP, same causal inputs' if meta.get('kind') == 'gp'
+                        else 'step-by-step, state carried'))
     return report
