@@ -383,6 +383,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print('invdyn: interrupted', file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Output piped into e.g. `head`: not an error of ours.
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == '__main__':
