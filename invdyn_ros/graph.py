@@ -123,7 +123,10 @@ def node_commands(graph: str, values: dict[str, str], python: str = sys.executab
         argv = [python, '-m', f'invdyn_ros.nodes.{n.executable}', '--ros-args',
                 '-r', f'__node:={n.name}', '--params-file', str(cfg / n.params_file)]
         for param, arg in n.overrides:
-            argv += ['-p', f'{param}:={values[arg]}']
+            # Overrides are string parameters: YAML-quote them, or '' and paths with ':' or
+            # '#' would not parse as strings (ros2 launch writes them to a YAML file instead).
+            quoted = values[arg].replace("'", "''")
+            argv += ['-p', f"{param}:='{quoted}'"]
         for topic, arg in n.remappings:
             argv += ['-r', f'{topic}:={values[arg]}']
         out.append(Process(n, argv))

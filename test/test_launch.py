@@ -109,7 +109,7 @@ def test_runner_commands_follow_the_arguments():
     assert set(procs) == {'lwr_sim', 'predictor'}
     argv = procs['predictor']
     assert argv[1:3] == ['-m', 'invdyn_ros.nodes.predictor']
-    assert 'model_path:=/m.npz' in argv and '/joint_states:=/lbr/joint_states' in argv
+    assert "model_path:='/m.npz'" in argv and '/joint_states:=/lbr/joint_states' in argv
     assert Path(argv[argv.index('--params-file') + 1]).is_file()
     with pytest.raises(ValueError, match='unknown launch argument'):
         parse_launch_args('predict', ['simulate:=true'])

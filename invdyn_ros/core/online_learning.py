@@ -121,15 +121,18 @@ class OnlineLearner:
             return len(self._pending)
 
     def _loss(self, model: LstmInverseDynamics, windows: list[Window]) -> torch.Tensor:
-        # Windows may differ in length (context shorter right after a sequence start): run each
-        # on its own; they are few and short.
-        total = 0.0
+        """Mean normalised squared error over windows; windows of equal length (the usual
+        case; a context is shorter only right after a sequence start) run as one batch."""
+        by_len: dict[tuple[int, int], list[Window]] = {}
         for w in windows:
-            x = torch.as_tensor(w.x, dtype=model.dtype)[None]
-            y = torch.as_tensor(w.y[-w.scored:], dtype=model.dtype)
+            by_len.setdefault((len(w.x), w.scored), []).append(w)
+        total = 0.0
+        for (_, scored), group in by_len.items():
+            x = torch.as_tensor(np.stack([w.x for w in group]), dtype=model.dtype)
+            y = torch.as_tensor(np.stack([w.y[-scored:] for w in group]), dtype=model.dtype)
             tau, _ = model(x)
-            err = (tau[0, -w.scored:] - y) / model.y_std
-            total = total + (err ** 2).mean()
+            err = (tau[:, -scored:] - y) / model.y_std
+            total = total + (err ** 2).mean(dim=(1, 2)).sum()
         return total / len(windows)
 
     def train_pending(self, max_updates: Optional[int] = None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 from dataclasses import fields
 from pathlib import Path
+import signal
 import time
 from typing import Type, TypeVar
 
@@ -15,6 +16,7 @@ import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor
 import rclpy
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from invdyn_ros.core.params import NodeParams, ParamError
@@ -127,3 +129,16 @@ class LatencyWindow:
         if n == 0:
             return [float('nan')] * len(ps)
         return [float(v) for v in np.percentile(self._buf[:n], ps)]
+
+
+def init_ros(args=None) -> None:
+    """rclpy.init without rclpy's signal handlers: SIGINT and SIGTERM raise KeyboardInterrupt
+    in the main thread instead, so main() stops spinning, lets running callbacks finish, closes
+    recordings and then shuts the context down (rclpy's own handler invalidates the context
+    under callbacks that are still publishing)."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)

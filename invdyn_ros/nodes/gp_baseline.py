@@ -28,7 +28,7 @@ from invdyn_ros.core.checkpoint import CheckpointError, load_checkpoint
 from invdyn_ros.core.joint_map import JointMapper
 from invdyn_ros.core.params import GpBaselineParams, ParamError
 from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, FEEDFORWARD_QOS,
-                                     LatencyWindow, Rejections, declare_params,
+                                     init_ros, LatencyWindow, Rejections, declare_params,
                                      joint_states_qos, stamp_to_s)
 
 DIAGNOSTICS_PERIOD_S = 1.0
@@ -119,8 +119,9 @@ class GpBaselineNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    init_ros(args)
     node = None
+    executor = None
     try:
         node = GpBaselineNode()
         executor = SingleThreadedExecutor()
@@ -132,6 +133,8 @@ def main(args=None) -> int:
         print(f'[gp_baseline] invalid parameters: {e}', flush=True)
         return EXIT_BAD_PARAMS
     finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=2.0)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -29,7 +29,7 @@ from invdyn_ros.core.lwr_sim import LwrSimConfig
 from invdyn_ros.core.lwr_stream import LwrStream
 from invdyn_ros.core.params import LwrSimParams, ParamError
 from invdyn_ros.nodes.common import (EXIT_BAD_PARAMS, FEEDFORWARD_QOS, Rejections,
-                                     declare_params)
+                                     declare_params, init_ros)
 
 #: A feedforward older than this [s] is not applied (the predictor stopped or lags).
 STALE_FEEDFORWARD_S = 0.05
@@ -116,8 +116,9 @@ class LwrSimNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    init_ros(args)
     node = None
+    executor = None
     try:
         node = LwrSimNode()
         executor = SingleThreadedExecutor()
@@ -129,6 +130,8 @@ def main(args=None) -> int:
         print(f'[lwr_sim] invalid parameters: {e}', flush=True)
         return EXIT_BAD_PARAMS
     finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=2.0)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -4,7 +4,8 @@ Subscribes:
     /joint_states (sensor_msgs/JointState), joints matched by name; best-effort QoS, so both
         reliable and best-effort publishers connect.
     /invdyn/model (std_msgs/UInt8MultiArray, reliable, transient local): checkpoint bytes from
-        the trainer; decoded off the control path and swapped in between two callbacks.
+        the trainer; decoded in a worker thread, off the control path, and swapped in between
+        two joint_states callbacks.
 Publishes, for every accepted input:
     /invdyn/feedforward (sensor_msgs/JointState): names, effort = torque [Nm], the input's stamp.
     /invdyn/feedforward_cmd (std_msgs/Float64MultiArray): torques in joint_names order, what a
@@ -20,14 +21,14 @@ to torque_limits, and a sample that cannot be answered safely is not answered.
 from __future__ import annotations
 
 import dataclasses
+import queue
 import threading
 import time
 from typing import Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import rclpy
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, UInt8MultiArray
@@ -39,10 +40,15 @@ from invdyn_ros.core.joint_map import JointMapper
 from invdyn_ros.core.online import OnlinePredictor
 from invdyn_ros.core.params import ParamError, PredictorParams
 from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, FEEDFORWARD_QOS,
-                                     LatencyWindow, MODEL_QOS, Rejections, declare_params,
-                                     default_model_path, joint_states_qos, stamp_to_s)
+                                     init_ros, LatencyWindow, MODEL_QOS, Rejections,
+                                     declare_params, default_model_path, joint_states_qos,
+                                     stamp_to_s)
 
 DEFAULT_MODEL = 'lwr4plus_j1-5_lstm.npz'
+#: Model messages waiting to be decoded; more than this and the oldest are refused.
+MODEL_QUEUE = 4
+#: How often the decoder thread checks for shutdown [s].
+DECODER_POLL_S = 0.2
 
 
 class PredictorNode(Node):
@@ -76,15 +82,19 @@ class PredictorNode(Node):
         self._cmd_pub = self.create_publisher(Float64MultiArray, '/invdyn/feedforward_cmd',
                                               FEEDFORWARD_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', DIAGNOSTICS_QOS)
-        # Joint states and ~/reset share the default (mutually exclusive) group, so a reset
-        # never lands mid-step; model decoding runs in its own group, off the control path.
+        # One executor thread: joint states, ~/reset and diagnostics never overlap, so a reset
+        # never lands mid-step. Model bytes are only queued by their callback and decoded by a
+        # worker thread (milliseconds of work that must not delay a joint_states callback).
         self.create_subscription(JointState, '/joint_states', self._on_joint_state,
                                  joint_states_qos(p.qos_depth))
         self.create_service(Trigger, '~/reset', self._on_reset)
-        self.create_subscription(UInt8MultiArray, p.model_topic, self._on_model, MODEL_QOS,
-                                 callback_group=MutuallyExclusiveCallbackGroup())
-        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics,
-                          callback_group=MutuallyExclusiveCallbackGroup())
+        self._model_bytes: queue.Queue = queue.Queue(maxsize=MODEL_QUEUE)
+        self._stop = threading.Event()
+        self.create_subscription(UInt8MultiArray, p.model_topic, self._on_model, MODEL_QOS)
+        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
+        self._decoder = threading.Thread(target=self._decode_models, name='invdyn-model-decoder',
+                                         daemon=True)
+        self._decoder.start()
         self._ff = JointState()
         self._ff.name = list(p.joint_names)
         self._cmd = Float64MultiArray()
@@ -144,19 +154,35 @@ class PredictorNode(Node):
     # --- off the control path ----------------------------------------------------------------
     def _on_model(self, msg: UInt8MultiArray) -> None:
         try:
-            model, meta = checkpoint_from_bytes(
-                bytes(msg.data), expect_kind='lstm', joint_names=self.params.joint_names,
-                source=f'model message on {self.params.model_topic}')
-        except CheckpointError as e:
-            self.reject('bad_model', str(e))
-            return
-        version = int(meta.get('model_version', 0))
-        if version <= self.model_version:
-            self.reject('stale_model', f'version {version} <= {self.model_version} in use')
-            return
-        with self._pending_lock:
-            self._pending = (model, version)
-        self.get_logger().info(f'model version {version} received; swapping in')
+            self._model_bytes.put_nowait(msg.data)
+        except queue.Full:
+            self.reject('model_backlog', 'models arrive faster than they can be decoded')
+
+    def _decode_models(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self._model_bytes.get(timeout=DECODER_POLL_S)
+            except queue.Empty:
+                continue
+            try:
+                model, meta = checkpoint_from_bytes(
+                    bytes(data), expect_kind='lstm', joint_names=self.params.joint_names,
+                    source=f'model message on {self.params.model_topic}')
+            except CheckpointError as e:
+                self.reject('bad_model', str(e))
+                continue
+            version = int(meta.get('model_version', 0))
+            if version <= self.model_version:
+                self.reject('stale_model', f'version {version} <= {self.model_version} in use')
+                continue
+            with self._pending_lock:
+                self._pending = (model, version)
+            self.get_logger().info(f'model version {version} received; swapping in')
+
+    def destroy_node(self) -> None:
+        self._stop.set()
+        self._decoder.join(timeout=2.0)
+        super().destroy_node()
 
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
@@ -180,11 +206,12 @@ class PredictorNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    init_ros(args)
     node = None
+    executor = None
     try:
         node = PredictorNode()
-        executor = MultiThreadedExecutor(num_threads=2)
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -193,6 +220,8 @@ def main(args=None) -> int:
         print(f'[predictor] invalid parameters: {e}', flush=True)
         return EXIT_BAD_PARAMS
     finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=2.0)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -38,9 +38,9 @@ from invdyn_ros.core.checkpoint import (CheckpointError, checkpoint_to_bytes, lo
 from invdyn_ros.core.joint_map import JointMapper
 from invdyn_ros.core.online_learning import OnlineConfig, OnlineLearner
 from invdyn_ros.core.params import ParamError, TrainerParams
-from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, MODEL_QOS, Rejections,
-                                     declare_params, default_model_path, joint_states_qos,
-                                     stamp_to_s)
+from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, init_ros, MODEL_QOS,
+                                     Rejections, declare_params, default_model_path,
+                                     joint_states_qos, stamp_to_s)
 from invdyn_ros.nodes.predictor import DEFAULT_MODEL
 
 #: How often the worker looks for new batches when idle [s].
@@ -169,8 +169,9 @@ class TrainerNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    init_ros(args)
     node = None
+    executor = None
     try:
         node = TrainerNode()
         executor = SingleThreadedExecutor()
@@ -182,6 +183,8 @@ def main(args=None) -> int:
         print(f'[trainer] invalid parameters: {e}', flush=True)
         return EXIT_BAD_PARAMS
     finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=2.0)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
