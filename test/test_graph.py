@@ -33,7 +33,8 @@ def test_trainer_models_reach_the_predictor_in_the_launched_graph():
     try:
         def swapped():
             p = diag.get('invdyn: predictor', {})
-            return int(p.get('model_updates', 0)) >= 1
+            t = diag.get('invdyn: trainer', {})
+            return int(p.get('model_updates', 0)) >= 1 and int(t.get('published', 0)) >= 1
         h.wait_for(swapped, TIMEOUT_S, 'a trainer model to be swapped into the predictor\n'
                    + log.getvalue()[-3000:])
         t = diag['invdyn: trainer']
