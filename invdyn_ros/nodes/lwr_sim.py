@@ -67,6 +67,7 @@ class LwrSimNode(Node):
         self._t0_ns = self.get_clock().now().nanoseconds
         self._wall0 = time.monotonic()
         self._dt_ns = int(round(1e9 / p.rate_hz))
+        self._skipped_ns = 0
         self.published = 0
         self.create_timer(TIMER_FRACTION / p.rate_hz, self._tick)
         self.get_logger().info(f'simulating the LWR 4+ at {p.rate_hz:g} Hz, payload '
@@ -103,16 +104,20 @@ class LwrSimNode(Node):
             fresh = time.monotonic() - self._ff_time < STALE_FEEDFORWARD_S
             self.stream.step(self._ff if fresh else None)
             _, q, qd, tau = self.stream.measurement()
-            stamp_ns = self._t0_ns + self.published * self._dt_ns
+            stamp_ns = self._t0_ns + self._skipped_ns + self.published * self._dt_ns
             m = self._msg
             m.header.stamp.sec, m.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
             m.position, m.velocity, m.effort = q.tolist(), qd.tolist(), tau.tolist()
             self._pub.publish(m)
             self.published += 1
-        if due - self.published > MAX_CATCH_UP_STEPS * 10:
-            # Far behind (machine overloaded): drop the backlog rather than replay it.
-            self.reject('overrun', f'{due - self.published} samples behind; skipping ahead')
-            self._wall0 = time.monotonic() - self.published / p.rate_hz
+        behind = due - self.published
+        if behind > MAX_CATCH_UP_STEPS * 10:
+            # Far behind (machine overloaded): drop the backlog rather than replay it. The
+            # stamps jump by the skipped time, so they stay on the wall clock and consumers
+            # see an honest gap (the predictor resets its state on it).
+            self.reject('overrun', f'{behind} samples behind; skipping ahead')
+            self._skipped_ns += behind * self._dt_ns
+            self._wall0 += behind / p.rate_hz
 
 
 def main(args=None) -> int:
