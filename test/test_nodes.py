@@ -184,3 +184,26 @@ def test_bad_parameters_fail_startup_clearly(params, match):
     assert p.returncode == 2, out
     assert match in out, out
     assert 'Traceback' not in out, out
+
+
+def _set_param(s, node, name, value):
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    cli = s['h'].node.create_client(SetParameters, f'/{node}/set_parameters')
+    assert cli.wait_for_service(timeout_sec=10.0)
+    if isinstance(value, str):
+        pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+    else:
+        pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=float(value))
+    fut = cli.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=pv)]))
+    s['h'].wait_for(fut.done, 10, 'set_parameters')
+    return fut.result().results[0]
+
+
+def test_runtime_parameter_changes_are_refused_with_a_reason(setup):
+    r = _set_param(setup, 'predictor', 'max_gap_s', 5.0)
+    assert not r.successful and 'start-up only' in r.reason
+    r = _set_param(setup, 'predictor', 'max_gap_s', 'five')        # wrong type
+    assert not r.successful
+    t, out = _send(setup, setup['traj'].slice(0, 50), 400.0)       # still serving
+    assert len(out) == len(t)

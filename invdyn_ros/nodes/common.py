@@ -13,7 +13,7 @@ import time
 from typing import Type, TypeVar
 
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 import rclpy
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -142,3 +142,14 @@ def init_ros(args=None) -> None:
         raise KeyboardInterrupt
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+
+
+def refuse_runtime_changes(node: Node) -> None:
+    """Parameters are read once at start-up; say so to `ros2 param set` instead of silently
+    accepting a value that would have no effect."""
+    def _check(params) -> SetParametersResult:
+        names = ', '.join(p.name for p in params)
+        return SetParametersResult(
+            successful=False, reason=f'{names}: read at start-up only; restart the node with '
+            'the new value')
+    node.add_on_set_parameters_callback(_check)

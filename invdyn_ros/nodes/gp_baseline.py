@@ -29,7 +29,7 @@ from invdyn_ros.core.joint_map import JointMapper
 from invdyn_ros.core.params import GpBaselineParams, ParamError
 from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, FEEDFORWARD_QOS,
                                      init_ros, LatencyWindow, Rejections, declare_params,
-                                     joint_states_qos, stamp_to_s)
+                                     joint_states_qos, refuse_runtime_changes, stamp_to_s)
 
 DIAGNOSTICS_PERIOD_S = 1.0
 JOINT_STATES_DEPTH = 10
@@ -41,6 +41,7 @@ class GpBaselineNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__('gp_baseline', **kwargs)
         self.params = declare_params(self, GpBaselineParams)
+        refuse_runtime_changes(self)
         p = self.params
         if not p.model_path:
             raise ParamError('parameter model_path: a GP checkpoint is required (fit one with '

@@ -42,7 +42,7 @@ from invdyn_ros.core.params import ParamError, PredictorParams
 from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, FEEDFORWARD_QOS,
                                      init_ros, LatencyWindow, MODEL_QOS, Rejections,
                                      declare_params, default_model_path, joint_states_qos,
-                                     stamp_to_s)
+                                     refuse_runtime_changes, stamp_to_s)
 
 DEFAULT_MODEL = 'lwr4plus_j1-5_lstm.npz'
 #: Model messages waiting to be decoded; more than this and the oldest are refused.
@@ -57,6 +57,7 @@ class PredictorNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__('predictor', **kwargs)
         self.params = declare_params(self, PredictorParams)
+        refuse_runtime_changes(self)
         p = self.params
         path = p.model_path or default_model_path(DEFAULT_MODEL)
         try:

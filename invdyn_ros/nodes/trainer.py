@@ -40,7 +40,7 @@ from invdyn_ros.core.online_learning import OnlineConfig, OnlineLearner
 from invdyn_ros.core.params import ParamError, TrainerParams
 from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, init_ros, MODEL_QOS,
                                      Rejections, declare_params, default_model_path,
-                                     joint_states_qos, stamp_to_s)
+                                     joint_states_qos, refuse_runtime_changes, stamp_to_s)
 from invdyn_ros.nodes.predictor import DEFAULT_MODEL
 
 #: How often the worker looks for new batches when idle [s].
@@ -55,6 +55,7 @@ class TrainerNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__('trainer', **kwargs)
         self.params = declare_params(self, TrainerParams)
+        refuse_runtime_changes(self)
         p = self.params
         path = p.model_path or default_model_path(DEFAULT_MODEL)
         try:
