@@ -13,6 +13,7 @@ import time
 from typing import Type, TypeVar
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 import rclpy
 from rclpy.node import Node
@@ -153,3 +154,17 @@ def refuse_runtime_changes(node: Node) -> None:
             successful=False, reason=f'{names}: read at start-up only; restart the node with '
             'the new value')
     node.add_on_set_parameters_callback(_check)
+
+
+def diagnostics(node: Node, name: str, values: dict, rejections: 'Rejections',
+                ok: bool = True, message: str = '') -> DiagnosticArray:
+    """One /diagnostics message: status ``name`` (OK or WARN) with ``values`` and every
+    rejection count (``rejected_total`` and ``rejected_<kind>``) as key/value strings."""
+    status = DiagnosticStatus(name=name, hardware_id='invdyn', message=message,
+                              level=DiagnosticStatus.OK if ok else DiagnosticStatus.WARN)
+    values = dict(values, rejected_total=rejections.total)
+    values.update({f'rejected_{k}': v for k, v in rejections.counts.items()})
+    status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+    arr = DiagnosticArray(status=[status])
+    arr.header.stamp = node.get_clock().now().to_msg()
+    return arr

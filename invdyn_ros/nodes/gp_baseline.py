@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -29,7 +29,8 @@ from invdyn_ros.core.joint_map import JointMapper
 from invdyn_ros.core.params import GpBaselineParams, ParamError
 from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, FEEDFORWARD_QOS,
                                      init_ros, LatencyWindow, Rejections, declare_params,
-                                     joint_states_qos, refuse_runtime_changes, stamp_to_s)
+                                     diagnostics, joint_states_qos, refuse_runtime_changes,
+                                     stamp_to_s)
 
 DIAGNOSTICS_PERIOD_S = 1.0
 JOINT_STATES_DEPTH = 10
@@ -108,15 +109,10 @@ class GpBaselineNode(Node):
 
     def _publish_diagnostics(self) -> None:
         p50, p99 = self.latency.percentiles()
-        status = DiagnosticStatus(name='invdyn: gp_baseline', hardware_id='invdyn',
-                                  level=DiagnosticStatus.OK, message='predicting')
         values = {'predicted': self.predicted, 'compute_p50_us': f'{p50 * 1e6:.1f}',
-                  'compute_p99_us': f'{p99 * 1e6:.1f}', 'rejected_total': self.reject.total}
-        values.update({f'rejected_{k}': v for k, v in self.reject.counts.items()})
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        arr = DiagnosticArray(status=[status])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(arr)
+                  'compute_p99_us': f'{p99 * 1e6:.1f}'}
+        self._diag_pub.publish(diagnostics(self, 'invdyn: gp_baseline', values, self.reject,
+                                           message='predicting'))
 
 
 def main(args=None) -> int:

@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Optional
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -41,8 +41,8 @@ from invdyn_ros.core.online import OnlinePredictor
 from invdyn_ros.core.params import ParamError, PredictorParams
 from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, FEEDFORWARD_QOS,
                                      init_ros, LatencyWindow, MODEL_QOS, Rejections,
-                                     declare_params, default_model_path, joint_states_qos,
-                                     refuse_runtime_changes, stamp_to_s)
+                                     declare_params, default_model_path, diagnostics,
+                                     joint_states_qos, refuse_runtime_changes, stamp_to_s)
 
 DEFAULT_MODEL = 'lwr4plus_j1-5_lstm.npz'
 #: Model messages waiting to be decoded; more than this and the oldest are refused.
@@ -191,19 +191,13 @@ class PredictorNode(Node):
         rate = (self.answered - n_last) / max(now - t_last, 1e-9)
         self._last_diag = (now, self.answered)
         p50, p99 = self.latency.percentiles()
-        status = DiagnosticStatus(name='invdyn: predictor', hardware_id='invdyn')
-        status.level = DiagnosticStatus.OK if rate > 0 else DiagnosticStatus.WARN
-        status.message = 'predicting' if rate > 0 else 'no valid joint_states'
         values = {'rate_hz': f'{rate:.1f}', 'compute_p50_us': f'{p50 * 1e6:.1f}',
-                  'compute_p99_us': f'{p99 * 1e6:.1f}', 'answered': str(self.answered),
-                  'rejected_total': str(self.reject.total), 'clamped': str(self.clamped),
-                  'resets': str(self.resets), 'model_version': str(self.model_version),
-                  'model_updates': str(self.model_updates)}
-        values.update({f'rejected_{k}': str(v) for k, v in self.reject.counts.items()})
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        arr = DiagnosticArray(status=[status])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(arr)
+                  'compute_p99_us': f'{p99 * 1e6:.1f}', 'answered': self.answered,
+                  'clamped': self.clamped, 'resets': self.resets,
+                  'model_version': self.model_version, 'model_updates': self.model_updates}
+        self._diag_pub.publish(diagnostics(
+            self, 'invdyn: predictor', values, self.reject, ok=rate > 0,
+            message='predicting' if rate > 0 else 'no valid joint_states'))
 
 
 def main(args=None) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 import threading
 import time
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -39,7 +39,7 @@ from invdyn_ros.core.joint_map import JointMapper
 from invdyn_ros.core.online_learning import OnlineConfig, OnlineLearner
 from invdyn_ros.core.params import ParamError, TrainerParams
 from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, init_ros, MODEL_QOS,
-                                     Rejections, declare_params, default_model_path,
+                                     Rejections, declare_params, default_model_path, diagnostics,
                                      joint_states_qos, refuse_runtime_changes, stamp_to_s)
 from invdyn_ros.nodes.predictor import DEFAULT_MODEL
 
@@ -145,20 +145,14 @@ class TrainerNode(Node):
 
     def _publish_diagnostics(self) -> None:
         st = self.learner.stats
-        status = DiagnosticStatus(name='invdyn: trainer', hardware_id='invdyn',
-                                  level=DiagnosticStatus.OK, message='learning')
         values = {'samples': self.samples, 'updates': st['updates'],
                   'published': st['published'], 'model_version': self.learner.model_version,
                   'candidates_rejected': st['candidates_rejected'],
                   'diverged_discarded': st['diverged_discarded'],
                   'dropped_behind': st['dropped_behind'], 'pending': self.learner.pending(),
-                  'last_update_ms': f'{self.update_time_s * 1e3:.2f}',
-                  'rejected_total': self.reject.total}
-        values.update({f'rejected_{k}': v for k, v in self.reject.counts.items()})
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        arr = DiagnosticArray(status=[status])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(arr)
+                  'last_update_ms': f'{self.update_time_s * 1e3:.2f}'}
+        self._diag_pub.publish(diagnostics(self, 'invdyn: trainer', values, self.reject,
+                                           message='learning'))
 
     def destroy_node(self) -> None:
         self._stop.set()
