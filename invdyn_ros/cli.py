@@ -9,6 +9,7 @@
     invdyn model info MODEL                                      what a checkpoint holds
     invdyn up predict [sim:=true trainer:=true ...]              the node graph, as launched
     invdyn demo --out DIR [--quick]                              the main job
+    invdyn bench [latency|e2e|train|gp|all] [--quick] [--json OUT]   figures vs goals
 
 Errors in inputs (files, arguments) print one clear line and exit with status 2; nothing
 partial is written.
@@ -253,6 +254,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), quick=args.quick)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from invdyn_ros.bench import BenchError, BenchOptions, parse_sizes, run_bench
+    try:
+        opts = BenchOptions(quick=args.quick, profile=args.profile, rate_hz=args.rate_hz,
+                            threads=args.threads, model=args.model, messages=args.messages,
+                            repeats=args.repeats, seconds=args.seconds,
+                            train_sizes=parse_sizes('--train-sizes', args.train_sizes),
+                            gp_sizes=parse_sizes('--gp-sizes', args.gp_sizes),
+                            epochs=args.epochs)
+        run_bench(args.mode, opts, json_out=args.json)
+    except BenchError as e:
+        raise CliError(str(e)) from None
+    return 0
+
+
 # --- parser --------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -354,9 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser('up', help='start a node graph as its launch file would (no ROS '
                        'install needed)', description='Start the processes of '
                        'launch/<graph>.launch.py, e.g. `invdyn up predict sim:=true '
-                       'trainer:=true`. Launch arguments: sim, trainer, gp (true/false), model, '
-                       'gp_model (paths), joint_states (topic).')
-    u.add_argument('graph', choices=('predict',), help='which launch file')
+                       'trainer:=true`. predict: sim, trainer, gp (true/false), model, '
+                       'gp_model (paths), joint_states (topic); train: model, record_bag, '
+                       'joint_states.')
+    u.add_argument('graph', choices=('predict', 'train'), help='which launch file')
     u.add_argument('launch_args', nargs='*', metavar='name:=value', help='launch arguments')
     u.add_argument('--duration', type=_positive_float,
                    help='stop after this many seconds (default: run until Ctrl-C)')
@@ -366,6 +383,37 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument('--out', default='demo_out', help='folder for figures and results')
     d.add_argument('--quick', action='store_true', help='a short run (CI)')
     d.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser('bench', help='measure latency, end to end, training and GP figures '
+                       'against the goals', description='Measure and print each figure beside '
+                       'its goal (never asserted). Modes: latency (predictor compute per message, '
+                       'in process), e2e (between processes over DDS, on this machine only), '
+                       'train (offline LSTM and GP fit time vs samples, online update), gp (GP '
+                       'fit and per-message prediction).')
+    b.add_argument('mode', nargs='?', choices=('latency', 'e2e', 'train', 'gp', 'all'),
+                   default='all', help='what to measure (default all)')
+    b.add_argument('--quick', action='store_true', help='short runs, indicative figures (CI)')
+    b.add_argument('--json', metavar='OUT', help='also write every figure as JSON here')
+    b.add_argument('--profile', action='store_true',
+                   help='latency: print a cProfile of the predictor callback path')
+    b.add_argument('--model', help='LSTM checkpoint (default: the shipped model, else a '
+                   'random 1 x 64 one)')
+    b.add_argument('--rate-hz', type=_positive_float, default=1000.0,
+                   help='e2e: /joint_states rate [Hz] (default 1000)')
+    b.add_argument('--seconds', type=_positive_float,
+                   help='e2e: measured seconds per run (default 20, quick 3)')
+    b.add_argument('--messages', type=_positive_int,
+                   help='latency: messages per repeat (default 10000, quick 2000)')
+    b.add_argument('--repeats', type=_positive_int,
+                   help='latency: repeats (default 5, quick 3)')
+    b.add_argument('--train-sizes', metavar='N,N,...',
+                   help='LSTM training samples (default 1000,10000,100000; quick 1000,5000)')
+    b.add_argument('--gp-sizes', metavar='N,N,...',
+                   help='exact GP training points (default and quick 500,1000)')
+    b.add_argument('--epochs', type=_positive_int, help='LSTM epochs for every size (10)')
+    b.add_argument('--threads', type=_positive_int, default=1,
+                   help='torch CPU threads for training and the naive path (default 1)')
+    b.set_defaults(func=cmd_bench)
     return p
 
 

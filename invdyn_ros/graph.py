@@ -67,7 +67,19 @@ PREDICT_NODES = (
              remappings=(('/joint_states', 'joint_states'),), condition='gp'),
 )
 
-GRAPHS = {'predict': (PREDICT_ARGS, PREDICT_NODES)}
+TRAIN_ARGS: LaunchArgs = {
+    'model': ('', 'LSTM checkpoint to start from; empty: the shipped default'),
+    'record_bag': ('', 'folder to record joint_states into (rosbag2); empty: no recording'),
+    'joint_states': ('/joint_states', 'topic of the robot joint states'),
+}
+
+TRAIN_NODES = (
+    NodeSpec('trainer', 'trainer', 'trainer.yaml',
+             overrides=(('model_path', 'model'), ('record_bag', 'record_bag')),
+             remappings=(('/joint_states', 'joint_states'),)),
+)
+
+GRAPHS = {'predict': (PREDICT_ARGS, PREDICT_NODES), 'train': (TRAIN_ARGS, TRAIN_NODES)}
 TRUE_STRINGS = ('true', '1', 'yes', 'on')
 
 
