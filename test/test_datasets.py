@@ -123,3 +123,9 @@ def test_mixed_joint_sets_refused(tmp_path):
     save_npz(tmp_path / 'b.npz', _traj(names=('x', 'y', 'z')))
     with pytest.raises(DataError, match='different joints'):
         load_trajectories([tmp_path])
+
+
+def test_folder_entries_in_natural_order(tmp_path):
+    for k in (10, 2, 1):
+        save_npz(tmp_path / f'run_{k}.npz', _traj(n=5 + k))
+    assert [len(t) for t in load_trajectories([tmp_path])] == [6, 7, 15]

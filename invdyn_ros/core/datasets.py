@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+import re
 from typing import Optional, Sequence, Union
 import zipfile
 
@@ -197,6 +198,11 @@ def _is_bag(path: Path) -> bool:
     return path.is_dir() and (path / 'metadata.yaml').is_file()
 
 
+def _natural_key(path: Path) -> list:
+    """Sort key that orders bag_2 before bag_10 (recorder rotations are numbered)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', path.name)]
+
+
 def _sniff_file(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix == '.npz':
@@ -226,8 +232,9 @@ def load_path(path: PathLike, joint_names: Optional[Sequence[str]] = None,
         from invdyn_ros.core.bagio import read_joint_state_bag
         trajs = read_joint_state_bag(path, topic=topic, joint_names=joint_names)
     elif path.is_dir():
-        files = sorted(p for p in path.iterdir()
-                       if p.suffix.lower() in ('.npz', '.csv', '.mat') or _is_bag(p))
+        files = sorted((p for p in path.iterdir()
+                        if p.suffix.lower() in ('.npz', '.csv', '.mat') or _is_bag(p)),
+                       key=_natural_key)
         if not files:
             raise DataError(str(path), 'folder holds no rosbag2, .npz, .csv or .mat data')
         trajs = [tr for f in files for tr in load_path(f, joint_names, topic)]
