@@ -50,6 +50,7 @@ from typing import Iterator, Optional, Sequence
 import gpytorch
 import numpy as np
 from scipy.linalg import solve_triangular
+from scipy.linalg.blas import dtrsv
 import torch
 
 from invdyn_ros.core.accel import AccelConfig
@@ -60,13 +61,16 @@ from invdyn_ros.core.trajectory import Trajectory
 GP_KINDS = ('exact', 'sparse')
 INDUCING_INITS = ('kmeans', 'random')
 DEFAULT_NUM_INDUCING = 500
-#: Largest training set exact inference accepts: the d kernel matrices take d n^2 8 bytes
-#: (1.4 GB for 7 joints at 5000) several times over during the fit, and each optimiser step
-#: costs O(d n^3).
+#: Largest training set exact inference accepts. The fit keeps ~10 (d, n, n) float64 arrays
+#: for back-propagation through the kernel (measured: 2.7 GB peak at d=5, n=2000; ~20 GB at
+#: d=7, n=5000) and costs O(d n^3) per MLL evaluation (~10 s at d=5, n=2000 on one core of the
+#: 2-core development machine, ~150 evaluations per fit): below this limit, plan with n^2 and
+#: n^3 from those figures.
 DEFAULT_MAX_EXACT_POINTS = 5000
 OPTIMIZERS = ('auto', 'lbfgs', 'adam')
 #: Defaults when ``training_iters`` is None: L-BFGS iterations (exact, each with a line search
-#: of a few MLL evaluations), Adam steps (exact), minibatch steps (sparse).
+#: of a few MLL evaluations; after LBFGS_ADAM_WARMUP Adam steps), Adam steps (exact),
+#: minibatch steps (sparse).
 DEFAULT_ITERS = {'lbfgs': 100, 'adam': 200, 'sparse': 1000}
 #: Defaults when ``lr`` is None: L-BFGS's step scale (the line search does the rest), Adam's
 #: learning rate for an exact GP, and for a sparse one (hyperparameters and inducing points
@@ -79,6 +83,8 @@ NGD_LR = 0.1
 #: falls below these.
 LBFGS_TOL_GRAD = 1e-7
 LBFGS_TOL_CHANGE = 1e-9
+#: Adam steps (at Adam's default rate) before L-BFGS takes over; see _optimise_exact.
+LBFGS_ADAM_WARMUP = 50
 #: Sparse GP: the hyperparameters start from an exact GP fitted (L-BFGS, this many iterations)
 #: on a random subset of ``warm_start_points`` samples; SVGP hyperparameters alone converge
 #: slowly, as the noise first absorbs the misfit of a still-poor variational posterior.
@@ -93,10 +99,17 @@ MATERN_NU = 2.5
 #: Lower bound on the noise variance, in normalised torque units (std >= 0.1 % of the torque
 #: std): GPyTorch's default 1e-4 would forbid the low noise of simulated data.
 NOISE_FLOOR = 1e-6
-#: Initial noise variance (normalised), i.e. 10 % noise std: a neutral start for the optimiser.
-INIT_NOISE = 0.01
-#: Jitter (added to the diagonal only when a Cholesky factorisation fails) for float64.
+#: Starting point of the hyperparameter search, in normalised units: smooth and noisy. Typical
+#: squared distances between normalised samples are 2 D, so length scales of 2 sqrt(D) start
+#: every input as weakly relevant (r^2 ~ 0.5), and a noise variance of 0.1 (32 % of the torque
+#: std) leaves the rest to noise. Starting rougher (sqrt(D), 0.01) the search first shortens
+#: length scales to interpolate, and some joints end with the noise stuck at NOISE_FLOOR.
+INIT_LENGTHSCALE_FACTOR = 2.0
+INIT_NOISE = 0.1
+#: Jitter (added to the diagonal only when a Cholesky factorisation fails) for float64, grown
+#: tenfold per retry, at most this many retries (GPyTorch's scheme; the numpy path copies it).
 CHOLESKY_JITTER = 1e-8
+CHOLESKY_MAX_TRIES = 3
 #: Test points per GPyTorch call in :meth:`GpInverseDynamics.predict` (bounds the d x chunk x n
 #: cross-covariance in memory: 7 x 2048 x 5000 x 8 B = 570 MB at the exact limit).
 PREDICT_CHUNK = 2048
@@ -337,8 +350,8 @@ def _gp_settings(max_points: int) -> Iterator[None]:
     jitter is only added when a factorisation fails.
     """
     with gpytorch.settings.max_cholesky_size(int(max_points) + 1), \
-            gpytorch.settings.cholesky_jitter(float_value=1e-6, double_value=CHOLESKY_JITTER), \
-            gpytorch.settings.cholesky_max_tries(3):
+            gpytorch.settings.cholesky_jitter(double_value=CHOLESKY_JITTER), \
+            gpytorch.settings.cholesky_max_tries(CHOLESKY_MAX_TRIES):
         yield
 
 
@@ -400,7 +413,7 @@ def _safe_cholesky(a: np.ndarray) -> np.ndarray:
     except np.linalg.LinAlgError:
         pass
     jitter = CHOLESKY_JITTER
-    for _ in range(3):
+    for _ in range(CHOLESKY_MAX_TRIES):
         try:
             return np.linalg.cholesky(a + jitter * np.eye(len(a)))
         except np.linalg.LinAlgError:
@@ -455,7 +468,12 @@ class _NumpyPredictor:
         mean = np.empty((d, m))
         var_f = np.empty((d, m))
         for j in range(d):
-            v = solve_triangular(self.chol[j], k[j], lower=True, check_finite=False)
+            if m == 1:
+                # One sample: BLAS trsv on L^T (the F-ordered view of C-ordered L, no copy)
+                # skips solve_triangular's checks and copies; reading L is the whole cost.
+                v = dtrsv(self.chol[j].T, k[j, :, 0], lower=0, trans=1)[:, None]
+            else:
+                v = solve_triangular(self.chol[j], k[j], lower=True, check_finite=False)
             vv = np.sum(v * v, axis=0)
             if self.alpha is not None:
                 mean[j] = self.mean_const[j] + self.alpha[j] @ k[j]
@@ -482,9 +500,7 @@ def _init_hyperparameters(gp: gpytorch.models.GP,
                           likelihood: gpytorch.likelihoods.GaussianLikelihood,
                           input_dim: int) -> None:
     """Neutral starting values, in normalised units."""
-    # Normalised inputs: typical distances between samples are ~sqrt(2 D); a length scale of
-    # sqrt(D) starts every input as moderately relevant.
-    gp.covar_module.base_kernel.lengthscale = math.sqrt(input_dim)
+    gp.covar_module.base_kernel.lengthscale = INIT_LENGTHSCALE_FACTOR * math.sqrt(input_dim)
     gp.covar_module.outputscale = 1.0     # normalised torques have unit variance
     likelihood.noise = INIT_NOISE
 
@@ -513,8 +529,14 @@ def _optimise_exact(gp: _ExactBatchGp, likelihood: gpytorch.likelihoods.Gaussian
         return loss
 
     if optimizer == 'lbfgs':
+        # Adam's bounded steps first: from the initial values, L-BFGS's first line searches
+        # can throw a joint's noise into the flat region at its lower bound, where its gradient
+        # vanishes and it stays (a worse optimum that interpolates the noise).
+        opt = torch.optim.Adam(gp.parameters(), lr=DEFAULT_LRS['adam'])
+        for _ in range(LBFGS_ADAM_WARMUP):
+            opt.step(closure)
         # The exact MLL is deterministic and smooth: quasi-Newton with a strong-Wolfe line
-        # search gets in ~50 iterations where Adam needs hundreds.
+        # search then gets in ~50 iterations where Adam needs hundreds.
         opt = torch.optim.LBFGS(gp.parameters(), lr=lr, max_iter=iters,
                                 line_search_fn='strong_wolfe', tolerance_grad=LBFGS_TOL_GRAD,
                                 tolerance_change=LBFGS_TOL_CHANGE)
@@ -662,13 +684,14 @@ class GpInverseDynamics(torch.nn.Module):
         return model
 
     def train(self, mode: bool = True) -> 'GpInverseDynamics':
-        """torch's train/eval switch; any change of mode or parameter drops the numpy caches
-        until :meth:`eval` rebuilds them (only in eval mode is the model a predictor)."""
+        """torch's train/eval switch. ``train()`` drops the numpy caches of :meth:`predict_one`;
+        ``eval()`` builds them from the current parameters if they are missing (so after
+        changing parameters by hand, call ``train()`` then ``eval()``)."""
         super().train(mode)
-        if self.gp is not None and not mode:
-            self._make_fast_path()
-        elif mode:
+        if mode:
             self._fast = None
+        elif self.gp is not None and self._fast is None:
+            self._make_fast_path()
         return self
 
     # -- fitting ----------------------------------------------------------------------------
@@ -684,7 +707,8 @@ class GpInverseDynamics(torch.nn.Module):
             info: ``fit_time_s`` (wall seconds of this call), ``n`` (samples used),
             ``n_available``, ``kind``, ``objective`` ('neg_mll' or 'neg_elbo') and its final
             value per joint and summed (``neg_mll``/``neg_elbo``, per sample, normalised units,
-            on all used data), ``history`` (loss every step), and :meth:`hyperparameters`.
+            on all used data), ``history`` (the loss at every evaluation: Adam steps, or
+            L-BFGS evaluations including line-search ones), and :meth:`hyperparameters`.
 
         Raises:
             ValueError: bad shapes or values; an exact GP with more than ``max_exact_points``
@@ -721,6 +745,25 @@ class GpInverseDynamics(torch.nn.Module):
                 f'{x.shape[0]} samples for num_inducing={cfg.num_inducing}: use fewer inducing '
                 "points or kind='exact'")
         normalizer = Normalizer.from_data(x, y)
+        try:
+            history, final, objective = self._fit_normalised(x, y, normalizer, rng)
+        except BaseException:
+            # No half-fitted model: it is either fitted or not.
+            self.gp = self.likelihood = None
+            self._normalizer = self._train_x = self._train_y = self._fast = None
+            raise
+        info = {'kind': cfg.kind, 'n': int(len(x)), 'n_available': int(n_available),
+                'objective': objective, objective: float(final.sum()),
+                f'{objective}_per_joint': final.tolist(), 'history': history,
+                **self.hyperparameters()}
+        info['fit_time_s'] = time.perf_counter() - t0
+        return info
+
+    def _fit_normalised(self, x: np.ndarray, y: np.ndarray, normalizer: Normalizer,
+                        rng: np.random.Generator) -> tuple[list[float], np.ndarray, str]:
+        """Build and fit the GPyTorch model on x (n, 3d), y (n, d) (physical units); returns
+        the loss history, the final objective per joint (d,) and its name."""
+        cfg = self.config
         with _torch_threads(cfg.threads), _gp_settings(max(cfg.max_exact_points, len(x))):
             if cfg.kind == 'exact':
                 self._build(normalizer, train_x=x, train_y=y)
@@ -736,13 +779,9 @@ class GpInverseDynamics(torch.nn.Module):
                 self._build(normalizer, inducing=inducing)
                 history, final = self._fit_sparse(xn, normalizer.normalise_y(y), rng)
                 objective = 'neg_elbo'
-        self.eval()
-        info = {'kind': cfg.kind, 'n': int(len(x)), 'n_available': int(n_available),
-                'objective': objective, objective: float(final.sum()),
-                f'{objective}_per_joint': final.tolist(), 'history': history,
-                **self.hyperparameters()}
-        info['fit_time_s'] = time.perf_counter() - t0
-        return info
+        self.train()   # drop any cache of an earlier fit
+        self.eval()    # and build the numpy fast path
+        return history, final, objective
 
     def _fit_exact(self) -> tuple[list[float], np.ndarray]:
         cfg = self.config
@@ -859,15 +898,19 @@ class GpInverseDynamics(torch.nn.Module):
         if self.config.kind == 'exact':
             zn = self._normalizer.normalise_x(self._train_x)                        # (n, D)
             yn = self._normalizer.normalise_y(self._train_y).T                      # (d, n)
-            scaled = zn[None] / ls[:, None, :]
-            kmat = _kernel(scaled, scaled, h['outputscale'])
-            idx = np.arange(len(zn))
-            kmat[:, idx, idx] += h['noise'][:, None]
-            chol = np.stack([_safe_cholesky(kmat[j]) for j in range(d)])
-            alpha = np.stack([
-                solve_triangular(chol[j].T, solve_triangular(
+            n = len(zn)
+            chol = np.empty((d, n, n))
+            alpha = np.empty((d, n))
+            diag = np.arange(n)
+            # One joint at a time: the kernel's temporaries are (n, n), not (d, n, n).
+            for j in range(d):
+                scaled = (zn / ls[j])[None]
+                kmat = _kernel(scaled, scaled, h['outputscale'][j:j + 1])[0]
+                kmat[diag, diag] += h['noise'][j]
+                chol[j] = _safe_cholesky(kmat)
+                alpha[j] = solve_triangular(chol[j].T, solve_triangular(
                     chol[j], yn[j] - h['mean'][j], lower=True, check_finite=False),
-                    lower=False, check_finite=False) for j in range(d)])
+                    lower=False, check_finite=False)
             self._fast = _NumpyPredictor(zn, ls, h['outputscale'], h['mean'], h['noise'], chol,
                                          alpha=alpha, min_variance=min_var)
         else:
@@ -909,9 +952,10 @@ class GpInverseDynamics(torch.nn.Module):
         norm = self._normalizer
         xt = torch.as_tensor(norm.normalise_x(x), dtype=DTYPE)
         means, variances = [], []
-        # fast_pred_var: the exact GP's predictive variance from a cached inverse Cholesky root
-        # (exact here, as max_cholesky_size covers the training set), O(n) per test point after
-        # one O(n^3) set-up instead of a solve per chunk.
+        # fast_pred_var: the exact GP's predictive variances from a cached inverse Cholesky root
+        # (exact here, as max_cholesky_size covers the training set: GPyTorch would use Lanczos
+        # beyond it), one O(n^3) set-up and then a matrix product per chunk instead of a solve
+        # against the training covariance for every chunk.
         with torch.no_grad(), _torch_threads(self.config.threads), \
                 _gp_settings(max(self.config.max_exact_points, self.num_train)), \
                 gpytorch.settings.fast_pred_var():
