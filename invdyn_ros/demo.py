@@ -4,10 +4,11 @@
    /joint_states as a rosbag2 (as recording a real arm would), read it back, train the stateful
    LSTM on joints 1-5, and fit the exact GP baseline on a subsample of the same data.
 2. Online: start the node graph of ``launch/predict.launch.py`` with ``sim:=true trainer:=true
-   gp:=true`` (the simulated arm, predictor, online trainer, GP baseline) over real DDS, switch
-   the payload mid-run, and listen to everything.
-3. Report: predicted vs measured torque per joint, the online error over time with the payload
-   switch and the model updates, the GP beside the LSTM, latency percentiles; printed, saved as
+   gp:=true`` (the simulated arm, predictor and online trainer starting from the shipped model,
+   GP baseline) over real DDS, switch the payload mid-run, and listen to everything.
+3. Report: predicted vs measured torque per joint, the online error over time beside the same
+   start model replayed frozen (what learning during operation buys, before and after the
+   payload switch), the GP beside the LSTM, latency percentiles; printed, saved as
    ``results.json`` and PNG figures. All processes are stopped at the end.
 """
 
@@ -99,6 +100,7 @@ class _Monitor:
         self.node = Node('invdyn_demo_monitor', context=self.ctx)
         be = QoSProfile(depth=2000, reliability=ReliabilityPolicy.BEST_EFFORT)
         self.measured: dict[int, list] = {}
+        self.state: dict[int, tuple] = {}
         self.lstm: dict[int, list] = {}
         self.gp: dict[int, list] = {}
         self.recv_lag: list[float] = []
@@ -112,7 +114,9 @@ class _Monitor:
             nonlocal idx
             if idx is None:
                 idx = [list(m.name).index(j) for j in LWR_JOINTS_1_TO_5]
-            self.measured[key(m)] = [m.effort[i] for i in idx]
+            k = key(m)
+            self.measured[k] = [m.effort[i] for i in idx]
+            self.state[k] = ([m.position[i] for i in idx], [m.velocity[i] for i in idx])
 
         def on_ff(m):
             k = key(m)
@@ -157,7 +161,8 @@ class _Monitor:
 
 
 def online_stage(lstm_path: Path, gp_path: Path, seconds: float) -> tuple[_Monitor, dict]:
-    """Run the node graph with the simulated arm; returns the monitor and event times."""
+    """Run the node graph with the simulated arm, predictor and trainer starting from the LSTM
+    at ``lstm_path``; returns the monitor and event times."""
     from invdyn_ros.graph import run_graph
     print(f'[2/3] online: predictor + trainer + GP baseline + simulated arm over DDS for '
           f'{seconds:g} s; payload switches to {SWITCH_TO_ML:g} ml at '
@@ -189,8 +194,23 @@ def online_stage(lstm_path: Path, gp_path: Path, seconds: float) -> tuple[_Monit
     return mon, events
 
 
+def _frozen_predictions(model_path: Path, keys: list, mon: _Monitor) -> np.ndarray:
+    """What the starting model, never updated, predicts step by step on the same stream."""
+    from invdyn_ros.core.accel import AccelConfig
+    from invdyn_ros.core.checkpoint import load_checkpoint
+    from invdyn_ros.core.evaluate import predict_trajectories
+    from invdyn_ros.core.trajectory import Trajectory
+    model, meta = load_checkpoint(model_path, joint_names=LWR_JOINTS_1_TO_5)
+    q = np.array([mon.state[k][0] for k in keys])
+    qd = np.array([mon.state[k][1] for k in keys])
+    tr = Trajectory(q=q, qd=qd, tau=np.zeros_like(q), joint_names=LWR_JOINTS_1_TO_5,
+                    t=np.array(keys, dtype=np.int64) * 1e-9)
+    return predict_trajectories(model, AccelConfig.from_dict(meta.get('accel_config', {})),
+                                [tr])[0]
+
+
 def report(out: Path, mon: _Monitor, events: dict, offline: dict, quick: bool,
-           t0: float) -> dict:
+           t0: float, start_model: Path) -> dict:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -211,6 +231,7 @@ def report(out: Path, mon: _Monitor, events: dict, offline: dict, quick: bool,
     def mse(a, b):
         return float(np.mean((a - b) ** 2)) if len(a) else float('nan')
 
+    frozen = _frozen_predictions(start_model, keys, mon)
     pre, post = t < switch_t, t >= switch_t
     lat = np.array(mon.recv_lag) * 1e-9
     pred_diag = [d for _, n, d in mon.diag if n == 'invdyn: predictor']
@@ -226,6 +247,9 @@ def report(out: Path, mon: _Monitor, events: dict, offline: dict, quick: bool,
             'lstm_mse_before_switch': mse(lstm[pre], meas[pre]),
             'lstm_mse_after_switch': mse(lstm[post], meas[post]),
             'gp_mse': mse(gp, meas_gp), 'lstm_mse': mse(lstm, meas),
+            'frozen_start_model_mse': mse(frozen, meas),
+            'frozen_mse_after_switch': mse(frozen[post], meas[post]),
+            'start_model': str(start_model),
             'gp_predictions': len(gkeys),
             'stamp_to_receipt_p50_ms': float(np.percentile(lat, 50) * 1e3) if len(lat) else None,
             'stamp_to_receipt_p99_ms': float(np.percentile(lat, 99) * 1e3) if len(lat) else None,
@@ -237,8 +261,10 @@ def report(out: Path, mon: _Monitor, events: dict, offline: dict, quick: bool,
           f'predictor compute p50 {last_p.get("compute_p50_us", "?")} us, p99 '
           f'{last_p.get("compute_p99_us", "?")} us; stamp-to-receipt p50 '
           f'{o["stamp_to_receipt_p50_ms"]:.2f} ms, p99 {o["stamp_to_receipt_p99_ms"]:.2f} ms')
-    print(f'  LSTM MSE [Nm^2]: {o["lstm_mse"]:.4g} overall, {o["lstm_mse_before_switch"]:.4g} '
-          f'before / {o["lstm_mse_after_switch"]:.4g} after the payload switch; GP MSE '
+    print(f'  LSTM (learning online) MSE [Nm^2]: {o["lstm_mse"]:.4g} overall, '
+          f'{o["lstm_mse_before_switch"]:.4g} before / {o["lstm_mse_after_switch"]:.4g} after '
+          f'the payload switch; the same start model frozen: {o["frozen_start_model_mse"]:.4g} '
+          f'overall, {o["frozen_mse_after_switch"]:.4g} after the switch; GP MSE '
           f'{o["gp_mse"]:.4g} on {len(gkeys)} decimated samples')
     print(f'  trainer: {last_t.get("updates", 0)} updates, {last_t.get("published", 0)} models '
           f'published; predictor on model version {last_p.get("model_version", "?")} '
@@ -262,13 +288,16 @@ def report(out: Path, mon: _Monitor, events: dict, offline: dict, quick: bool,
 
     bins = np.arange(0.0, t[-1] + ERROR_BIN_S, ERROR_BIN_S)
     which = np.digitize(t, bins)
-    centers, err = [], []
+    centers, err, err_frozen = [], [], []
     for b in np.unique(which):
         sel = which == b
         centers.append(t[sel].mean())
         err.append(np.mean((lstm[sel] - meas[sel]) ** 2))
+        err_frozen.append(np.mean((frozen[sel] - meas[sel]) ** 2))
     fig, ax = plt.subplots(figsize=(9, 4))
-    ax.semilogy(centers, err, 'C1-o', ms=3, label='LSTM, 1 s bins')
+    ax.semilogy(centers, err_frozen, '-', color='0.6', lw=1.0,
+                label='start model, frozen (offline replay)')
+    ax.semilogy(centers, err, 'C1-o', ms=3, label='LSTM learning online, 1 s bins')
     if len(gkeys):
         gw = np.digitize(t_gp, bins)
         gc = [t_gp[gw == b].mean() for b in np.unique(gw)]
@@ -295,10 +324,15 @@ def run_demo(out: Path, quick: bool = False) -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     _isolate_dds()
-    lstm_path, gp_path, offline = offline_stage(out, sizes)
-    mon, events = online_stage(lstm_path, gp_path, sizes['online_s'])
+    _, gp_path, offline = offline_stage(out, sizes)
+    # Online, predictor and trainer start from the shipped model (what `ros2 launch` uses by
+    # default); the model just trained above shows the bag -> train path, not the best model.
+    from invdyn_ros.nodes.common import default_model_path
+    from invdyn_ros.nodes.predictor import DEFAULT_MODEL
+    start_model = Path(default_model_path(DEFAULT_MODEL))
+    mon, events = online_stage(start_model, gp_path, sizes['online_s'])
     try:
-        results = report(out, mon, events, offline, quick, t0)
+        results = report(out, mon, events, offline, quick, t0, start_model)
     finally:
         mon.close()
     return 0 if results['online']['feedforward_received'] > 0 else 1

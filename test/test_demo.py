@@ -26,7 +26,8 @@ def test_quick_demo_runs_and_cleans_up(tmp_path):
     assert res['quick'] is True
     assert on['joint_states_received'] > 1000 and on['feedforward_received'] > 100
     assert on['gp_predictions'] > 10
-    for key in ('lstm_mse', 'gp_mse', 'lstm_mse_before_switch', 'lstm_mse_after_switch'):
+    for key in ('lstm_mse', 'gp_mse', 'lstm_mse_before_switch', 'lstm_mse_after_switch',
+                'frozen_start_model_mse'):
         assert on[key] == on[key] and on[key] >= 0, key       # a number, not NaN
     assert int(on['predictor']['answered']) > 0
     for png in ('online_torques.png', 'online_error.png'):
