@@ -10,6 +10,7 @@
     invdyn up predict [sim:=true trainer:=true ...]              the node graph, as launched
     invdyn demo --out DIR [--quick]                              the main job
     invdyn bench [latency|e2e|train|gp|all] [--quick] [--json OUT]   figures vs goals
+    invdyn experiment synthetic --out DIR [--quick] [--runs N]   the paper's Table I, Fig. 5
 
 Errors in inputs (files, arguments) print one clear line and exit with status 2; nothing
 partial is written.
@@ -269,6 +270,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment_synthetic(args: argparse.Namespace) -> int:
+    if args.seed < 0:
+        raise CliError(f'--seed must be >= 0, got {args.seed}')
+    from invdyn_ros.experiments.synthetic import run_synthetic
+    run_synthetic(Path(args.out), quick=args.quick, runs=args.runs, seed=args.seed)
+    return 0
+
+
 # --- parser --------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -414,6 +423,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument('--threads', type=_positive_int, default=1,
                    help='torch CPU threads for training and the naive path (default 1)')
     b.set_defaults(func=cmd_bench)
+
+    x = sub.add_parser('experiment', help="regenerate the paper's experiments")
+    xsub = x.add_subparsers(dest='experiment_command', required=True,
+                            metavar='EXPERIMENT_COMMAND')
+    s = xsub.add_parser('synthetic', help='Table I and Fig. 5: one-step prediction on the '
+                        'synthetic 1-D set, naive / GP / LSTM, sequential vs permuted training',
+                        description='Regenerate Table I (naive / GP / LSTM test MSE at noise '
+                        '0.01 and 0.1, mean +- std over runs, beside the paper\'s figures) and '
+                        'Fig. 5 (sequential vs permuted training data). Writes synthetic.json, '
+                        'table1.md, fig5_permutation.png and table1.png into --out.')
+    s.add_argument('--out', required=True, help='output folder (created if missing)')
+    s.add_argument('--quick', action='store_true',
+                   help='3 runs, smaller models: indicative figures in about a minute')
+    s.add_argument('--runs', type=_positive_int,
+                   help='runs per noise level (default 20, quick 3)')
+    s.add_argument('--seed', type=int, default=0, help='seed of the first run (default 0)')
+    s.set_defaults(func=cmd_experiment_synthetic)
     return p
 
 
