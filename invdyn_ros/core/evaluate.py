@@ -17,7 +17,7 @@ from invdyn_ros.core.accel import AccelConfig
 from invdyn_ros.core.checkpoint import load_checkpoint
 from invdyn_ros.core.datasets import load_trajectories
 from invdyn_ros.core.online import OnlinePredictor, run_online
-from invdyn_ros.core.training import mse_scores
+from invdyn_ros.core.training import mse_scores, prepare
 from invdyn_ros.core.trajectory import DataError, Trajectory
 
 
@@ -37,7 +37,6 @@ def predict_gp_trajectories(gp, accel: AccelConfig, trajs: Sequence[Trajectory]
                             ) -> list[np.ndarray]:
     """GP mean torques [Nm] (T, d) per trajectory, on the same causal inputs as the LSTM (the
     GP is static, so predicting all samples at once equals predicting them one by one)."""
-    from invdyn_ros.core.training import prepare
     return [gp.predict(p.x)[0] for p in prepare(trajs, gp.config.joint_names, accel)]
 
 

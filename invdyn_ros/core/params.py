@@ -61,7 +61,8 @@ class NodeParams:
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
-        return {f.name: getattr(cls(), f.name) for f in fields(cls)}
+        obj = cls()
+        return {f.name: getattr(obj, f.name) for f in fields(cls)}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> 'NodeParams':

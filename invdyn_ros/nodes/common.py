@@ -56,8 +56,9 @@ def declare_params(node: Node, cls: Type[P]) -> P:
     """Declare every field of ``cls`` as a parameter (with its description), read them once
     into a ``cls`` and validate it. Raises ParamError naming a bad parameter."""
     values = {}
+    defaults = cls.defaults()
     for f in fields(cls):
-        default = getattr(cls(), f.name)
+        default = defaults[f.name]
         desc = ParameterDescriptor(description=f.metadata.get('description', ''))
         if isinstance(default, list) and not default:
             raise ParamError(f'{cls.__name__}.{f.name}: empty list default has no type')
@@ -67,7 +68,7 @@ def declare_params(node: Node, cls: Type[P]) -> P:
         except (TypeError, ValueError, rclpy.exceptions.InvalidParameterTypeException) as e:
             raise ParamError(f'parameter {f.name}: {e}') from None
     for f in fields(cls):
-        want, got = type(getattr(cls(), f.name)), values[f.name]
+        want, got = type(defaults[f.name]), values[f.name]
         if want is float and isinstance(got, int) and not isinstance(got, bool):
             values[f.name] = float(got)
         elif want is list:
