@@ -46,15 +46,18 @@ import math
 import os
 from pathlib import Path
 import tempfile
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, TYPE_CHECKING, Union
 import zipfile
 import zlib
 
 import numpy as np
-import torch
 
 from invdyn_ros import __version__ as INVDYN_VERSION
-from invdyn_ros.core.lstm import LstmConfig, LstmInverseDynamics, Normalizer
+from invdyn_ros.core.lstm_numpy import (as_lstm_weights, lstm_weight_shapes, LstmConfig,
+                                        LstmWeights, Normalizer, WEIGHT_DTYPES)
+
+if TYPE_CHECKING:  # torch is imported only by those who build torch models (not a predictor)
+    import torch
 
 FORMAT_NAME = 'invdyn-checkpoint'
 FORMAT_VERSION = 1
@@ -69,7 +72,6 @@ DEFAULT_MODEL_VERSION = 1
 KNOWN_KINDS = ('lstm', 'gp')
 #: The only weight dtype of kind 'gp' (GP factorisations need it; see invdyn_ros.core.gp).
 GP_DTYPE = 'float64'
-WEIGHT_DTYPES = ('float32', 'float64')
 #: Refuse archives claiming more than this many uncompressed bytes (a zip bomb, not a model:
 #: hidden 1024 x 4 layers in float64 is ~270 MB).
 MAX_UNCOMPRESSED_BYTES = 1 << 30
@@ -116,7 +118,11 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f'{type(obj).__name__} is not JSON-serialisable')
 
 
-def _model_kind(model: torch.nn.Module) -> str:
+def _model_kind(model: Any) -> str:
+    if isinstance(model, LstmWeights):
+        return 'lstm'
+    # Imported here: whoever passes a torch model has torch loaded already.
+    from invdyn_ros.core.lstm import LstmInverseDynamics
     if isinstance(model, LstmInverseDynamics):
         return 'lstm'
     # Imported here: gpytorch is only loaded by those who use GPs.
@@ -124,21 +130,26 @@ def _model_kind(model: torch.nn.Module) -> str:
     if isinstance(model, GpInverseDynamics):
         return 'gp'
     raise TypeError(f'cannot checkpoint a {type(model).__name__}; supported: '
-                    'LstmInverseDynamics, GpInverseDynamics')
+                    'LstmInverseDynamics, LstmWeights, GpInverseDynamics')
 
 
-def _lstm_header_and_weights(model: LstmInverseDynamics) -> tuple[dict, dict[str, np.ndarray]]:
-    cfg = model.config
-    dtype = str(model.dtype).replace('torch.', '')
-    if dtype not in WEIGHT_DTYPES:
+def _lstm_header_and_weights(model: Any) -> tuple[dict, dict[str, np.ndarray]]:
+    dtype = str(getattr(model, 'dtype', '')).replace('torch.', '')
+    if not isinstance(model, LstmWeights) and dtype not in WEIGHT_DTYPES:
         raise TypeError(f'model dtype {dtype} not supported; use float32 or float64')
-    weights = {name: p.detach().cpu().numpy().copy() for name, p in model.named_parameters()}
+    try:
+        lw = as_lstm_weights(model)
+    except ValueError as exc:
+        raise ValueError(f'refusing to save: {exc}') from exc
+    cfg = lw.config
+    dtype = lw.dtype
+    weights = {name: np.asarray(w, dtype=dtype) for name, w in lw.weights.items()}
     header = {
         'joint_names': list(cfg.joint_names),
         'rate_hz': float(cfg.rate_hz),
         'input_kind': cfg.input_kind,
         'config': cfg.architecture(),
-        'normalisation': model.normalizer.to_dict(),
+        'normalisation': lw.normalizer.to_dict(),
         'dtype': dtype,
     }
     return header, weights
@@ -166,7 +177,7 @@ _SERIALISERS: dict[str, Callable[[Any], tuple[dict, dict[str, np.ndarray]]]] = {
 }
 
 
-def checkpoint_to_bytes(model: torch.nn.Module, meta: Optional[dict] = None) -> bytes:
+def checkpoint_to_bytes(model: Any, meta: Optional[dict] = None) -> bytes:
     """Serialise ``model`` with metadata ``meta`` into checkpoint bytes (an .npz archive).
 
     ``meta`` keys: ``target`` (str, default 'full') and ``model_version`` (int >= 0, default 1)
@@ -225,7 +236,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(path: PathLike, model: torch.nn.Module, meta: Optional[dict] = None
+def save_checkpoint(path: PathLike, model: Any, meta: Optional[dict] = None
                     ) -> Path:
     """Atomically write a checkpoint of ``model`` to ``path``; returns the path.
 
@@ -437,8 +448,8 @@ def _check_manifest(header: dict, stored: dict[str, np.ndarray], source: str) ->
         raise CheckpointError(source, 'header weight manifest does not match the archive')
 
 
-def _build_lstm(header: dict, arrays: dict[str, np.ndarray], source: str
-                ) -> LstmInverseDynamics:
+def _lstm_weights(header: dict, arrays: dict[str, np.ndarray], source: str) -> LstmWeights:
+    """Validate an 'lstm' checkpoint's header and weights into :class:`LstmWeights` (no torch)."""
     arch = header['config']
     arch_keys = {'hidden_size', 'num_layers', 'dropout'}
     if set(arch) != arch_keys:
@@ -453,9 +464,7 @@ def _build_lstm(header: dict, arrays: dict[str, np.ndarray], source: str
     dtype = header['dtype']
     if dtype not in WEIGHT_DTYPES:
         raise CheckpointError(source, f'dtype {dtype!r} not one of {list(WEIGHT_DTYPES)}')
-    torch_dtype = getattr(torch, dtype)
-    model = LstmInverseDynamics(config).to(torch_dtype)
-    expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    expected = lstm_weight_shapes(config)
     stored = _stored_weights(arrays, source)
     missing = sorted(set(expected) - set(stored))
     extra = sorted(set(stored) - set(expected))
@@ -463,7 +472,7 @@ def _build_lstm(header: dict, arrays: dict[str, np.ndarray], source: str
         raise CheckpointError(
             source, f'weights do not match the configuration: missing {missing}, extra {extra}')
     _check_manifest(header, stored, source)
-    state = {}
+    weights = {}
     for name, shape in expected.items():
         w = stored[name]
         if w.shape != shape:
@@ -475,16 +484,20 @@ def _build_lstm(header: dict, arrays: dict[str, np.ndarray], source: str
             raise CheckpointError(source, f'weight {name} is {w.dtype}, header says {dtype}')
         if not np.all(np.isfinite(w)):
             raise CheckpointError(source, f'weight {name} has NaN/inf values')
-        state[name] = torch.from_numpy(np.ascontiguousarray(w))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(state[name])
-    model.set_normalizer(normalizer)
-    model.eval()
-    return model
+        weights[name] = np.ascontiguousarray(w)
+    try:
+        return LstmWeights(config, normalizer, weights, dtype)
+    except ValueError as exc:
+        raise CheckpointError(source, str(exc)) from exc
 
 
-def _build_gp(header: dict, arrays: dict[str, np.ndarray], source: str) -> torch.nn.Module:
+def _build_lstm(header: dict, arrays: dict[str, np.ndarray], source: str) -> 'torch.nn.Module':
+    from invdyn_ros.core.lstm import LstmInverseDynamics
+    return LstmInverseDynamics.from_weights(_lstm_weights(header, arrays, source))
+
+
+def _build_gp(header: dict, arrays: dict[str, np.ndarray], source: str
+              ) -> 'torch.nn.Module':
     from invdyn_ros.core.gp import GpConfig, GpInverseDynamics, SETTINGS_KEYS
     settings = header['config']
     if set(settings) != SETTINGS_KEYS:
@@ -515,7 +528,7 @@ def _build_gp(header: dict, arrays: dict[str, np.ndarray], source: str) -> torch
 
 
 #: kind -> function building the model from a validated header and the archive's arrays.
-_BUILDERS: dict[str, Callable[[dict, dict[str, np.ndarray], str], torch.nn.Module]] = {
+_BUILDERS: dict[str, Callable[[dict, dict[str, np.ndarray], str], Any]] = {
     'lstm': _build_lstm,
     'gp': _build_gp,
 }
@@ -555,25 +568,64 @@ def _meta_from_header(header: dict, source: str) -> dict:
     return meta
 
 
-def checkpoint_from_bytes(data: bytes, *, expect_kind: Optional[str] = 'lstm',
-                          joint_names: Optional[Sequence[str]] = None,
-                          rate_hz: Optional[float] = None, source: str = '<bytes>'
-                          ) -> tuple[torch.nn.Module, dict]:
-    """Validate and load checkpoint bytes; see :func:`load_checkpoint` (``source`` names the
-    origin, e.g. a topic, in error messages)."""
+def _decode(data: bytes, expect_kind: Optional[str], joint_names: Optional[Sequence[str]],
+            rate_hz: Optional[float], source: str) -> tuple[dict, dict[str, np.ndarray], str]:
+    """Archive, header, kind and interface checks shared by every loader."""
     if expect_kind is not None and expect_kind not in KNOWN_KINDS:
         raise ValueError(f'expect_kind {expect_kind!r} is not one of {list(KNOWN_KINDS)}')
     arrays = _read_archive(bytes(data), source)
     header = _parse_header(arrays, source)
     kind = _check_kind(header, expect_kind, source)
     _check_interface(header, joint_names, rate_hz, source)
+    return header, arrays, kind
+
+
+def checkpoint_from_bytes(data: bytes, *, expect_kind: Optional[str] = 'lstm',
+                          joint_names: Optional[Sequence[str]] = None,
+                          rate_hz: Optional[float] = None, source: str = '<bytes>'
+                          ) -> tuple[Any, dict]:
+    """Validate and load checkpoint bytes; see :func:`load_checkpoint` (``source`` names the
+    origin, e.g. a topic, in error messages)."""
+    header, arrays, kind = _decode(data, expect_kind, joint_names, rate_hz, source)
     model = _BUILDERS[kind](header, arrays, source)
     return model, _meta_from_header(header, source)
 
 
+def lstm_weights_from_bytes(data: bytes, *, joint_names: Optional[Sequence[str]] = None,
+                            rate_hz: Optional[float] = None, source: str = '<bytes>'
+                            ) -> tuple[LstmWeights, dict]:
+    """Like :func:`checkpoint_from_bytes` for an 'lstm' checkpoint, but returns the weights as
+    numpy arrays (:class:`LstmWeights`) without importing torch: the real-time predictor's
+    loader. Exactly the same checks and errors."""
+    header, arrays, _ = _decode(data, 'lstm', joint_names, rate_hz, source)
+    return _lstm_weights(header, arrays, source), _meta_from_header(header, source)
+
+
+def _read_file(path: PathLike) -> tuple[bytes, str]:
+    path = Path(path)
+    source = str(path)
+    if not path.exists():
+        raise CheckpointError(source, 'no such file')
+    if not path.is_file():
+        raise CheckpointError(source, 'not a regular file')
+    try:
+        return path.read_bytes(), source
+    except OSError as exc:
+        raise CheckpointError(source, f'cannot read: {exc}') from exc
+
+
+def load_lstm_weights(path: PathLike, *, joint_names: Optional[Sequence[str]] = None,
+                      rate_hz: Optional[float] = None) -> tuple[LstmWeights, dict]:
+    """:func:`load_checkpoint` for the predictor: an 'lstm' checkpoint as :class:`LstmWeights`
+    (numpy, torch never imported), with the same checks, errors and ``meta``."""
+    data, source = _read_file(path)
+    return lstm_weights_from_bytes(data, joint_names=joint_names, rate_hz=rate_hz,
+                                   source=source)
+
+
 def load_checkpoint(path: PathLike, *, expect_kind: Optional[str] = 'lstm',
                     joint_names: Optional[Sequence[str]] = None,
-                    rate_hz: Optional[float] = None) -> tuple[torch.nn.Module, dict]:
+                    rate_hz: Optional[float] = None) -> tuple[Any, dict]:
     """Load a checkpoint written by :func:`save_checkpoint`, never unpickling anything.
 
     Args:
@@ -596,15 +648,6 @@ def load_checkpoint(path: PathLike, *, expect_kind: Optional[str] = 'lstm',
             corrupt, holds pickled objects, has an unknown format version or kind, weights
             missing/extra/misshapen/non-finite, or joints/rate differ from the ones asked for.
     """
-    path = Path(path)
-    source = str(path)
-    if not path.exists():
-        raise CheckpointError(source, 'no such file')
-    if not path.is_file():
-        raise CheckpointError(source, 'not a regular file')
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(source, f'cannot read: {exc}') from exc
+    data, source = _read_file(path)
     return checkpoint_from_bytes(data, expect_kind=expect_kind, joint_names=joint_names,
                                  rate_hz=rate_hz, source=source)

@@ -35,7 +35,7 @@ from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from invdyn_ros.core.accel import AccelConfig
-from invdyn_ros.core.checkpoint import CheckpointError, checkpoint_from_bytes, load_checkpoint
+from invdyn_ros.core.checkpoint import CheckpointError, load_lstm_weights, lstm_weights_from_bytes
 from invdyn_ros.core.joint_map import JointMapper
 from invdyn_ros.core.online import OnlinePredictor
 from invdyn_ros.core.params import ParamError, PredictorParams
@@ -61,7 +61,7 @@ class PredictorNode(Node):
         p = self.params
         path = p.model_path or default_model_path(DEFAULT_MODEL)
         try:
-            model, meta = load_checkpoint(path, expect_kind='lstm', joint_names=p.joint_names)
+            model, meta = load_lstm_weights(path, joint_names=p.joint_names)
         except CheckpointError as e:
             raise ParamError(f'parameter model_path: {e}') from None
         self._accel = dataclasses.replace(
@@ -166,8 +166,8 @@ class PredictorNode(Node):
             except queue.Empty:
                 continue
             try:
-                model, meta = checkpoint_from_bytes(
-                    bytes(data), expect_kind='lstm', joint_names=self.params.joint_names,
+                model, meta = lstm_weights_from_bytes(
+                    bytes(data), joint_names=self.params.joint_names,
                     source=f'model message on {self.params.model_topic}')
             except CheckpointError as e:
                 self.reject('bad_model', str(e))
