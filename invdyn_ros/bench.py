@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, replace
+import gc
 import json
 import math
 import os
@@ -490,6 +491,9 @@ def bench_latency(opts: BenchOptions, s: Settings, data: SimData, model_path: Pa
                 return tau.numpy()
             return _time_calls(one, xs)
 
+        # As the predictor's main() does before spinning: long-lived objects out of the GC.
+        gc.collect()
+        gc.freeze()
         paths = {'callback': callback_run, 'compute': compute_run, 'naive_compute': naive_run,
                  'step_numpy': step_numpy_run, 'step_torch': step_torch_run}
         per_repeat: dict[str, list[dict]] = {k: [] for k in paths}

@@ -89,8 +89,13 @@ class AccelEstimator:
             raise ValueError(f'dof must be >= 1, got {dof}')
         self.dof = int(dof)
         self.config = config.validate()
-        self._x = np.zeros((3, self.dof))      # rows: q, qd, qdd
-        self._z = np.zeros((2, self.dof))      # measurement rows: q, qd
+        # Two alternating work buffers (5, dof): rows 0-2 the state q, qd, qdd, rows 3-4 the
+        # measurement q, qd. An update is then one (3, 5) @ (5, dof) product from one buffer
+        # into the other, with no allocation but the small gain matrix.
+        self._buf = np.zeros((2, 5, self.dof))
+        self._cur = 0
+        self._x = self._buf[0, :3]             # the current state, rows: q, qd, qdd
+        self._views = tuple((self._buf[i], self._buf[i, :4], self._buf[i, :3]) for i in (0, 1))
         # The shared 3x3 covariance as six Python floats: at this size scalar arithmetic is
         # several times faster than numpy calls, and this runs on every /joint_states message.
         self._P = (0.0,) * 6                   # p00, p01, p02, p11, p12, p22
@@ -165,18 +170,21 @@ class AccelEstimator:
         m11 = b1 + dt * b2 + s * d3 / 3.0
         m12 = b2 + s * d2 / 2.0
         m22 = p22 + s * dt
+        src, src_pos, _ = self._views[self._cur]
+        nxt = 1 - self._cur
+        dst = self._views[nxt][2]
+        src[3] = q
         if qd is None:
             # Position only: K = P[:, 0] / (P00 + r_q).
             inv = 1.0 / (m00 + self._r_q)
             k0, k1, k2 = m00 * inv, m01 * inv, m02 * inv
             self._P = (m00 - k0 * m00, m01 - k0 * m01, m02 - k0 * m02,
                        m11 - k1 * m01, m12 - k1 * m02, m22 - k2 * m02)
-            # x <- (I - K H) F x + K q, as one (3, 3) and one (3, 1) product.
-            A = np.array([[1.0 - k0, (1.0 - k0) * dt, (1.0 - k0) * h],
-                          [-k1, 1.0 - k1 * dt, dt - k1 * h],
-                          [-k2, -k2 * dt, 1.0 - k2 * h]])
-            x = A @ self._x
-            x += np.outer((k0, k1, k2), q)
+            # x <- (I - K H) F x + K q, as one (3, 4) @ [x; q] product.
+            gain = np.array((1.0 - k0, (1.0 - k0) * dt, (1.0 - k0) * h, k0,
+                             -k1, 1.0 - k1 * dt, dt - k1 * h, k1,
+                             -k2, -k2 * dt, 1.0 - k2 * h, k2)).reshape(3, 4)
+            np.dot(gain, src_pos, out=dst)
         else:
             # K = P H^T S^-1 with S = P[:2, :2] + R (2 x 2, inverted in closed form).
             s00, s01, s11 = m00 + self._r_q, m01, m11 + self._r_qd
@@ -189,18 +197,17 @@ class AccelEstimator:
             self._P = (m00 - k00 * m00 - k01 * m01, m01 - k00 * m01 - k01 * m11,
                        m02 - k00 * m02 - k01 * m12, m11 - k10 * m01 - k11 * m11,
                        m12 - k10 * m02 - k11 * m12, m22 - k20 * m02 - k21 * m12)
-            # x <- (I - K H) F x + K z, with H F = [[1, dt, h], [0, 1, dt]].
-            A = np.array([
-                [1.0 - k00, dt - k00 * dt - k01, h - k00 * h - k01 * dt],
-                [-k10, 1.0 - k10 * dt - k11, dt - k10 * h - k11 * dt],
-                [-k20, -k20 * dt - k21, 1.0 - k20 * h - k21 * dt]])
-            z = self._z
-            z[0] = q
-            z[1] = qd
-            x = A @ self._x
-            x += np.array(((k00, k01), (k10, k11), (k20, k21))) @ z
-        self._x = x
-        return x[2], AccelStatus.OK
+            # x <- (I - K H) F x + K z, with H F = [[1, dt, h], [0, 1, dt]]: one (3, 5) @
+            # [x; q; qd] product.
+            src[4] = qd
+            gain = np.array((
+                1.0 - k00, dt - k00 * dt - k01, h - k00 * h - k01 * dt, k00, k01,
+                -k10, 1.0 - k10 * dt - k11, dt - k10 * h - k11 * dt, k10, k11,
+                -k20, -k20 * dt - k21, 1.0 - k20 * h - k21 * dt, k20, k21)).reshape(3, 5)
+            np.dot(gain, src, out=dst)
+        self._cur = nxt
+        self._x = dst
+        return dst[2], AccelStatus.OK
 
 
 def estimate_accelerations(traj: Trajectory, config: AccelConfig = AccelConfig()

@@ -9,8 +9,10 @@ fancy-index, not a search.
 
 from __future__ import annotations
 
+import array
 from dataclasses import dataclass
 import enum
+import math
 from typing import Optional, Sequence
 
 import numpy as np
@@ -30,6 +32,14 @@ class JointReject(enum.Enum):
     NON_FINITE = 'non_finite'
     NO_VELOCITY = 'no_velocity'
     NO_EFFORT = 'no_effort'
+
+
+def _float64(values: Sequence[float]) -> np.ndarray:
+    """``values`` as a float64 array; a message's ``array('d')`` field is wrapped, not copied
+    (the caller's fancy index then makes the copy)."""
+    if values.__class__ is array.array and values.typecode == 'd':
+        return np.frombuffer(values, dtype=np.float64)
+    return np.asarray(values, dtype=np.float64)
 
 
 @dataclass
@@ -78,22 +88,33 @@ class JointMapper:
         configured joints must be finite: a NaN in a joint we do not model is not our problem.
         """
         n = len(names)
-        if n == 0 or len(position) == 0:
+        n_pos, n_vel, n_eff = len(position), len(velocity), len(effort)
+        if n == 0 or n_pos == 0:
             return None, JointReject.EMPTY
-        if (len(position) != n or (len(velocity) not in (0, n))
-                or (len(effort) not in (0, n))):
+        if n_pos != n or (n_vel != 0 and n_vel != n) or (n_eff != 0 and n_eff != n):
             return None, JointReject.LENGTH_MISMATCH
-        idx = self._index(tuple(names))
-        if isinstance(idx, JointReject):
+        idx = self._cache.get(names if isinstance(names, tuple) else tuple(names))
+        if idx is None:
+            idx = self._index(tuple(names))
+        if idx.__class__ is JointReject:
             return None, idx
-        q = np.asarray(position, dtype=np.float64)[idx]
-        qd = np.asarray(velocity, dtype=np.float64)[idx] if len(velocity) else None
-        tau = np.asarray(effort, dtype=np.float64)[idx] if len(effort) else None
-        if need_velocity and qd is None:
+        q = _float64(position)[idx]
+        # Finiteness of everything in one test at the end: a NaN or inf anywhere makes this sum
+        # of squares non-finite (np.dot is the cheapest numpy reduction on a few elements; a
+        # message at 1 kHz pays ~1 us here instead of ~5 for three isfinite passes). Values
+        # beyond 1e154, absurd for any joint, overflow it and are refused as well.
+        total = np.dot(q, q)
+        qd = tau = None
+        if n_vel:
+            qd = _float64(velocity)[idx]
+            total += np.dot(qd, qd)
+        elif need_velocity:
             return None, JointReject.NO_VELOCITY
-        if need_effort and tau is None:
+        if n_eff:
+            tau = _float64(effort)[idx]
+            total += np.dot(tau, tau)
+        elif need_effort:
             return None, JointReject.NO_EFFORT
-        if not (np.isfinite(q).all() and (qd is None or np.isfinite(qd).all())
-                and (tau is None or np.isfinite(tau).all())):
+        if not math.isfinite(total):
             return None, JointReject.NON_FINITE
         return Mapped(q, qd, tau), None
