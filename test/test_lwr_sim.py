@@ -44,7 +44,9 @@ def test_urdf_kinematics_and_limits():
     np.testing.assert_allclose(model.lowerPositionLimit, -deg, atol=1e-6)
     np.testing.assert_allclose(model.effortLimit, [176, 176, 100, 100, 100, 38, 38])
     masses = [model.inertias[j].mass for j in range(1, 8)]
-    assert all(m > 0.05 for m in masses) and 10.0 < sum(masses) < 16.0
+    # Gaz et al.'s identified set (test_lwr_params.py checks each value): 17.29 kg moving mass;
+    # KUKA quotes about 16 kg for the whole robot, the split between links is not identifiable
+    assert all(m > 0.05 for m in masses) and 15.0 < sum(masses) < 19.0
 
 
 def test_rigid_body_torque_matches_rnea_exactly():

@@ -6,6 +6,8 @@ developed and tested without the robot:
 
 * **Rigid body**: the packaged URDF (``models_data/kuka_lwr4plus.urdf``) evaluated with
   Pinocchio (``aba`` forward, ``rnea`` inverse), plus reflected rotor inertia (``armature``).
+  Its link inertial parameters are the identified set of Gaz, Flacco, De Luca (ICRA 2016),
+  converted from their DH frames (sources and caveats in the URDF's header comment).
 * **Joint friction**: a LuGre model per joint (Canudas de Wit et al., IEEE TAC 1995): Coulomb,
   Stribeck and viscous parts plus the bristle state ``z`` that gives presliding hysteresis.
 * **Liquid payload**: a flask at the flange holding ``payload_ml`` of water (1 g/ml) plus the
