@@ -11,6 +11,11 @@
     invdyn demo --out DIR [--quick]                              the main job
     invdyn bench [latency|e2e|train|gp|all] [--quick] [--json OUT]   figures vs goals
     invdyn experiment synthetic --out DIR [--quick] [--runs N]   the paper's Table I, Fig. 5
+    invdyn experiment control --out DIR [--quick]                learned feedforward, closed loop
+    invdyn experiment targets --out DIR [--quick]                full vs residual targets
+    invdyn experiment paper --out DIR [--quick]                  every table and figure
+    invdyn tune --dataset lwr|baxter|all [--quick]               search the LSTM hyperparameters
+    invdyn fuzz [--messages N] [--seed S] [--json OUT]          bad input at a live predictor
 
 Errors in inputs (files, arguments) print one clear line and exit with status 2; nothing
 partial is written.
@@ -136,8 +141,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     val = load_trajectories(args.val_data, args.joints, args.topic) if args.val_data else None
     names = tuple(args.joints or trajs[0].joint_names)
     rate = args.rate_hz or float(trajs[0].rate_hz)
+    spec, nominal = _nominal_from_args(args, names)
     if args.model == 'gp':
-        return _train_gp(args, trajs, names, rate)
+        return _train_gp(args, trajs, names, rate, spec, nominal)
     try:
         mcfg = LstmConfig(joint_names=names, rate_hz=rate, hidden_size=args.hidden,
                           num_layers=args.layers)
@@ -150,18 +156,55 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     bar = _progress(tcfg.epochs)
     try:
-        result = train_lstm(trajs, mcfg, tcfg, accel, val_trajs=val, progress=bar)
+        result = train_lstm(trajs, mcfg, tcfg, accel, val_trajs=val, progress=bar,
+                            target=args.target, nominal=nominal)
     finally:
         bar.close()
-    meta = training_meta(result, tcfg, accel, [t.source for t in trajs])
+    meta = training_meta(result, tcfg, accel, [t.source for t in trajs], args.target, spec)
     out = save_checkpoint(args.out, result.model, meta)
-    print(f'wrote {out}: {result.train_samples} training samples, best epoch '
-          f'{result.best_epoch}/{len(result.history)} ({result.stopped}), '
-          f'val MSE {meta["val_mse"]}, nMSE {meta["val_nmse"]}, {result.wall_s:.1f} s')
+    print(f'wrote {out}: target {args.target}, {result.train_samples} training samples, best '
+          f'epoch {result.best_epoch}/{len(result.history)} ({result.stopped}), '
+          f'val MSE {meta["val_mse"]}, nMSE {meta["val_nmse"]} (of the target), '
+          f'{result.wall_s:.1f} s')
     return 0
 
 
-def _train_gp(args: argparse.Namespace, trajs: list, names: tuple, rate: float) -> int:
+def _joint_values(option: str, items: Optional[list[str]]) -> dict[str, float]:
+    """``NAME=VALUE`` items -> {name: value}; CliError naming ``option`` on a bad item."""
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition('=')
+        try:
+            v = float(value)
+        except ValueError:
+            v = float('nan')
+        if not sep or not name or v != v or v in (float('inf'), float('-inf')):
+            raise CliError(f'{option}: expected JOINT=NUMBER, got {item!r}')
+        out[name] = v
+    return out
+
+
+def _nominal_from_args(args: argparse.Namespace, names: tuple):
+    """(spec, NominalModel) of a residual --target, or (None, None) for 'full'."""
+    hold = _joint_values('--hold', args.hold)
+    armature = _joint_values('--armature', args.armature)
+    if args.target == 'full':
+        if args.urdf or hold or armature:
+            raise CliError('--urdf, --hold and --armature need a residual --target')
+        return None, None
+    if not args.urdf:
+        raise CliError(f'--target {args.target} needs --urdf PATH (or --urdf lwr4plus for the '
+                       'simulated LWR\'s nominal model)')
+    from invdyn_ros.core.nominal import NominalModel, spec_for
+    try:
+        spec = spec_for(args.urdf, names, held_q=hold, armature=armature)
+        return spec, NominalModel(spec)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+
+
+def _train_gp(args: argparse.Namespace, trajs: list, names: tuple, rate: float, spec=None,
+              nominal=None) -> int:
     from invdyn_ros.core.accel import AccelConfig
     from invdyn_ros.core.checkpoint import save_checkpoint
     from invdyn_ros.core.gp import GpConfig, train_gp
@@ -171,10 +214,11 @@ def _train_gp(args: argparse.Namespace, trajs: list, names: tuple, rate: float) 
                        num_inducing=args.inducing, seed=args.seed, threads=args.threads)
         cfg.validate()
         accel = AccelConfig(jerk_psd=args.jerk_psd).validate()
-        gp, info = train_gp(trajs, cfg, accel)
+        gp, info = train_gp(trajs, cfg, accel, target=args.target, nominal=nominal)
     except ValueError as e:
         raise CliError(str(e)) from None
-    meta = {'accel_config': accel.to_dict(),
+    from invdyn_ros.core.training import target_meta
+    meta = {**target_meta(args.target, spec), 'accel_config': accel.to_dict(),
             'fit': {k: v for k, v in info.items() if k != 'accel_config'}}
     out = save_checkpoint(args.out, gp, meta)
     print(f'wrote {out}: {args.gp_kind} GP on {gp.num_train} points, fit '
@@ -213,11 +257,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _print_scores(report: dict) -> None:
     print(f'model {report["model"]} on {report["samples"]} samples '
           f'({report["trajectories"]} trajectories, step by step, state carried)')
+    if 'target' in report:
+        print(f'  target {report["target"]}: scores of {report["published"]}, against '
+              f'{report["scored_against"]}')
     print(f'  {"joint":<16}{"MSE [Nm^2]":>14}{"nMSE":>10}')
     for j, name in enumerate(report['joint_names']):
         print(f'  {name:<16}{report["mse_per_joint"][j]:>14.5g}'
               f'{report["nmse_per_joint"][j]:>10.4f}')
     print(f'  {"overall":<16}{report["mse"]:>14.5g}{report["nmse"]:>10.4f}')
+    if 'nominal_mse' in report:
+        print(f'  {"nominal alone":<16}{report["nominal_mse"]:>14.5g}'
+              f'{report["nominal_nmse"]:>10.4f}')
 
 
 def _write_json(path: str, obj: dict) -> None:
@@ -236,7 +286,12 @@ def cmd_model_info(args: argparse.Namespace) -> int:
     else:
         what = f'LSTM {cfg.num_layers} layer(s) x {cfg.hidden_size}'
     print(f'{args.model}: {what}, joints {list(cfg.joint_names)}, {cfg.rate_hz:g} Hz, input '
-          f'{cfg.input_kind}')
+          f'{cfg.input_kind}, target {meta.get("target", "full")}')
+    if isinstance(meta.get('nominal'), dict):
+        # The stored URDF is long: show its size and hash, not the text.
+        nominal = dict(meta['nominal'])
+        nominal['urdf_text'] = f'<{len(str(nominal.get("urdf_text", "")))} characters>'
+        meta = dict(meta, nominal=nominal)
     print(json.dumps(meta, indent=2, default=str))
     return 0
 
@@ -276,6 +331,88 @@ def cmd_experiment_synthetic(args: argparse.Namespace) -> int:
     from invdyn_ros.experiments.synthetic import run_synthetic
     run_synthetic(Path(args.out), quick=args.quick, runs=args.runs, seed=args.seed)
     return 0
+
+
+def cmd_experiment_control(args: argparse.Namespace) -> int:
+    from invdyn_ros.experiments.control import CONDITIONS, FULL, QUICK, run_control
+    sizes = QUICK if args.quick else FULL
+    conditions = tuple(args.conditions) if args.conditions else CONDITIONS
+    unknown = sorted(set(conditions) - set(CONDITIONS))
+    if unknown:
+        raise CliError(f'--conditions: unknown {unknown}; known: {list(CONDITIONS)}')
+    from dataclasses import replace
+    if args.seconds:
+        sizes = replace(sizes, run_s=args.seconds)
+    if args.payloads:
+        if max(args.payloads) > 1000.0:
+            raise CliError(f'--payloads must be within 0..1000 ml, got {args.payloads}')
+        sizes = replace(sizes, payloads=tuple(args.payloads))
+    run_control(Path(args.out), quick=args.quick, conditions=conditions, sizes=sizes,
+                command='invdyn ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else '')
+    return 0
+
+
+def cmd_experiment_targets(args: argparse.Namespace) -> int:
+    from invdyn_ros.experiments.targets import run_targets
+    run_targets(Path(args.out), quick=args.quick,
+                data_root=Path(args.data_root) if args.data_root else None,
+                command='invdyn ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else '')
+    return 0
+
+
+def cmd_experiment_paper(args: argparse.Namespace) -> int:
+    from invdyn_ros.experiments import paper
+    from invdyn_ros.experiments.hparams import HparamError
+    from invdyn_ros.experiments.tune import BAXTER_ROOT_DEFAULT
+    try:
+        paper.run_paper(Path(args.out), quick=args.quick, hparams_path=args.hparams,
+                        baxter_root=Path(args.baxter_root or BAXTER_ROOT_DEFAULT))
+    except HparamError as e:
+        raise CliError(str(e)) from None
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+    from invdyn_ros.experiments import tune
+    from invdyn_ros.experiments.hparams import HparamError
+    settings = tune.QUICK_TUNE if args.quick else tune.FULL_TUNE
+    changes = {k: getattr(args, k) for k in ('trials', 'max_epochs', 'folds', 'seed')
+               if getattr(args, k) is not None}
+    try:
+        settings = replace(settings, **changes).validate()
+        for dataset in tune.parse_datasets(args.dataset):
+            tune.run_tune(dataset, Path(args.out), settings, hparams_path=args.hparams,
+                          baxter_root=Path(args.baxter_root or tune.BAXTER_ROOT_DEFAULT),
+                          quick=args.quick)
+    except (HparamError, ValueError) as e:
+        raise CliError(str(e)) from None
+    return 0
+
+
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    from invdyn_ros.fuzz import FuzzError, FuzzOptions, main_cli, SECOND_BURST
+    if args.messages <= SECOND_BURST:
+        raise CliError(f'--messages must be more than {SECOND_BURST}, got {args.messages}')
+    if args.seed < 0:
+        raise CliError(f'--seed must be >= 0, got {args.seed}')
+    if args.model and not Path(args.model).is_file():
+        raise CliError(f'--model {args.model}: no such file')
+    opts = FuzzOptions(messages=args.messages, seed=args.seed, burst=args.burst,
+                       model_path=str(Path(args.model).resolve()) if args.model else '')
+    if args.torque_limits:
+        try:
+            limits = tuple(_positive_float(v) for v in args.torque_limits.split(','))
+        except argparse.ArgumentTypeError as e:
+            raise CliError(f'--torque-limits: {e}') from None
+        if len(limits) != len(opts.joint_names):
+            raise CliError(f'--torque-limits needs {len(opts.joint_names)} values, one per '
+                           f'joint of {list(opts.joint_names)}')
+        opts.torque_limits = limits
+    try:
+        return main_cli(opts, json_out=args.json)
+    except FuzzError as e:
+        raise CliError(str(e)) from None
 
 
 # --- parser --------------------------------------------------------------------------------
@@ -341,6 +478,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--inducing', type=_positive_int, default=500,
                    help='sparse GP: inducing points (default 500)')
     t.add_argument('--joints', type=_joint_list, help='joints to model (default: all)')
+    t.add_argument('--target', choices=('full', 'residual_rbd', 'residual_gravity'),
+                   default='full', help='what the model learns: full torque (default), torque '
+                   'minus the nominal rigid-body model (residual_rbd; the predictor publishes '
+                   'model + residual) or minus nominal gravity (residual_gravity; the predictor '
+                   'publishes the residual only)')
+    t.add_argument('--urdf', help='residual targets: URDF of the nominal model, or lwr4plus '
+                   '(the packaged KUKA LWR 4+ URDF with the simulator\'s armature); stored in '
+                   'the checkpoint')
+    t.add_argument('--hold', nargs='+', metavar='JOINT=RAD',
+                   help='residual targets: fixed positions of URDF joints the model does not '
+                   'cover (default 0 rad; lwr4plus: the simulator\'s home pose)')
+    t.add_argument('--armature', nargs='+', metavar='JOINT=KGM2',
+                   help='residual targets: reflected rotor inertia added to URDF joints')
     t.add_argument('--topic', default='/joint_states')
     t.add_argument('--epochs', type=_positive_int, default=40)
     t.add_argument('--batch', type=_positive_int, default=16,
@@ -440,6 +590,89 @@ def build_parser() -> argparse.ArgumentParser:
                    help='runs per noise level (default 20, quick 3)')
     s.add_argument('--seed', type=int, default=0, help='seed of the first run (default 0)')
     s.set_defaults(func=cmd_experiment_synthetic)
+    s = xsub.add_parser('control', help='closed-loop tracking of the simulated LWR with PD and '
+                        'learned feedforward (nominal, GP, LSTM, online LSTM)',
+                        description='Train the models, then run reaching and pushing with '
+                        'payloads 200/300/400 ml under PD alone and PD + nominal / GP / LSTM '
+                        '(full, residual) / online-learning LSTM feedforward, at nominal and a '
+                        'quarter of the gains, plus a payload switch. Writes report.md, '
+                        'results.json and PNG figures into --out.')
+    s.add_argument('--out', required=True, help='output folder (created if missing)')
+    s.add_argument('--quick', action='store_true',
+                   help='tiny models and short runs, payload 300 ml only (under a minute)')
+    s.add_argument('--conditions', nargs='+', metavar='NAME',
+                   help='subset of pd nominal gp lstm_full lstm_residual online (default all)')
+    s.add_argument('--seconds', type=_positive_float, help='seconds per run (default 10, '
+                   'quick 0.8)')
+    s.add_argument('--payloads', type=_nonneg_float, nargs='+', metavar='ML',
+                   help='payloads [ml] (default 200 300 400, quick 300)')
+    s.set_defaults(func=cmd_experiment_control)
+    s = xsub.add_parser('targets', help='full torque vs residual targets: MSE and samples '
+                        'needed to beat the nominal model (LWR, Baxter)',
+                        description='Train LSTMs with target full, residual_rbd and '
+                        'residual_gravity on growing subsets of simulated LWR data (and full on '
+                        'the real Baxter set), score them on held-out runs beside the nominal '
+                        'model alone, and measure the nominal term\'s cost. Writes targets.md, '
+                        'targets.json and targets.png into --out.')
+    s.add_argument('--out', required=True, help='output folder (created if missing)')
+    s.add_argument('--quick', action='store_true', help='tiny sizes (CI)')
+    s.add_argument('--data-root', help='shared robot data folder (default ../shared/data or '
+                   '$INVDYN_SHARED_DATA)')
+    s.set_defaults(func=cmd_experiment_targets)
+    s = xsub.add_parser('paper', help='every table and figure of the paper: Table I, Fig. 5, '
+                        'Fig. 6 / Table II, Fig. 8, and the real Baxter set; LSTM vs GP vs naive',
+                        description='Regenerate Table I and Fig. 5 (synthetic), Fig. 6 and '
+                        'Table II (MSE and wall time vs training-set size on the simulated LWR), '
+                        'Fig. 8 (two reaching motions) and the comparison on the Baxter set, all '
+                        'measured in one run with the LSTM hyperparameters of --hparams. Writes '
+                        'report.md, results.json and PNG figures into --out.')
+    s.add_argument('--out', required=True, help='output folder (created if missing)')
+    s.add_argument('--quick', action='store_true',
+                   help='fewer runs, sizes and seeds: indicative figures within 10 minutes')
+    s.add_argument('--hparams', help='LSTM hyperparameter file (default: '
+                   'config/paper_hparams.yaml, written by `invdyn tune`)')
+    s.add_argument('--baxter-root', help='the Baxter Dataset folder holding Training/ and '
+                   'Test/ (default: $INVDYN_SHARED_DATA or ../shared/data, '
+                   'baxter_valencia2023/Dataset)')
+    s.set_defaults(func=cmd_experiment_paper)
+
+    tn = sub.add_parser('tune', help='search the LSTM hyperparameters of the paper experiments',
+                        description='Random search over layers, hidden size, BPTT window and '
+                        'segment, batch, learning rate and optimizer, weight decay and the '
+                        'acceleration filter, epochs by validation; validation by trajectory '
+                        '(Baxter: folds of its Training runs; LWR: simulated runs of their own '
+                        'seeds), never on test runs. Writes tune_<dataset>.json/.md into --out '
+                        'and the choice into --hparams.')
+    tn.add_argument('--dataset', choices=('lwr', 'baxter', 'all'), default='all')
+    tn.add_argument('--out', default='tune_out', help='folder for the results (default '
+                    'tune_out)')
+    tn.add_argument('--quick', action='store_true', help='a small budget (indicative)')
+    tn.add_argument('--trials', type=_positive_int, help='trials incl. the incumbent '
+                    '(default 12, quick 4)')
+    tn.add_argument('--max-epochs', type=_positive_int, help='most epochs per trial (40)')
+    tn.add_argument('--folds', type=_positive_int, help='Baxter cross-validation folds (3)')
+    tn.add_argument('--seed', type=int, help='search seed (default 0)')
+    tn.add_argument('--hparams', help='hyperparameter file to update (default '
+                    'config/paper_hparams.yaml)')
+    tn.add_argument('--baxter-root', help='the Baxter Dataset folder (see experiment paper)')
+    tn.set_defaults(func=cmd_tune)
+
+    f = sub.add_parser('fuzz', help='random and mutated joint states at a live predictor',
+                       description='Start a predictor node and publish random and mutated '
+                       '/joint_states at it over DDS; print messages sent, answered, rejections '
+                       'by kind, crashes and unsafe outputs (NaN/inf or beyond torque_limits). '
+                       'Exit 0 when it passed, 1 when not. Never point it at a robot.')
+    f.add_argument('--messages', type=_positive_int, default=10000,
+                   help='messages to send (default 10000, more than 1000)')
+    f.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+    f.add_argument('--burst', type=_positive_int, default=250,
+                   help='messages published back to back before waiting (default 250)')
+    f.add_argument('--model', help='LSTM checkpoint (default: the shipped model)')
+    f.add_argument('--torque-limits', metavar='NM,NM,...',
+                   help='per-joint torque limits [Nm] given to the node and checked on every '
+                   'output (default: the KUKA LWR 4+ maxima)')
+    f.add_argument('--json', metavar='OUT', help='also write the report as JSON here')
+    f.set_defaults(func=cmd_fuzz)
     return p
 
 

@@ -10,6 +10,9 @@
    start model replayed frozen (what learning during operation buys, before and after the
    payload switch), the GP beside the LSTM, latency percentiles; printed, saved as
    ``results.json`` and PNG figures. All processes are stopped at the end.
+4. Closed loop over DDS: the simulated arm under PD at a quarter of its gains, first alone, then
+   with the predictor (shipped model) supplying the feedforward for its reference
+   (:mod:`invdyn_ros.closed_loop`); prints both tracking errors and the feedforward's lag.
 """
 
 from __future__ import annotations
@@ -27,8 +30,12 @@ from invdyn_ros.core.params import LWR_JOINTS_1_TO_5
 
 #: (seconds per training run, LSTM epochs, GP points, online seconds).
 #: Exact GP fits grow as n^3 (about 20 s at 500 points here): sized to keep the demo bounded.
-FULL = dict(train_s=60.0, epochs=25, gp_points=600, online_s=90.0)
-QUICK = dict(train_s=8.0, epochs=3, gp_points=150, online_s=25.0)
+FULL = dict(train_s=60.0, epochs=25, gp_points=600, online_s=90.0, closed_s=10.0)
+QUICK = dict(train_s=8.0, epochs=3, gp_points=150, online_s=25.0, closed_s=4.0)
+#: Closed-loop phase: PD stiffness scale, and how far ahead lwr_sim publishes its reference
+#: (about the DDS round trip and catch-up lag measured on a loaded 2-core machine) [s].
+CLOSED_GAIN_SCALE = 0.25
+CLOSED_LEAD_S = 0.01
 PAYLOADS_ML = (200.0, 300.0, 400.0)
 #: The payload the simulated arm switches to part-way through the online run [ml].
 SWITCH_TO_ML = 600.0
@@ -60,7 +67,7 @@ def offline_stage(out: Path, sizes: dict) -> tuple[Path, Path, dict]:
     from invdyn_ros.core.lwr_sim import simulate
     from invdyn_ros.core.training import TrainConfig, train_lstm, training_meta
 
-    print(f'[1/3] offline: simulating {len(PAYLOADS_ML)} runs x {sizes["train_s"]:g} s at '
+    print(f'[1/4] offline: simulating {len(PAYLOADS_ML)} runs x {sizes["train_s"]:g} s at '
           f'1 kHz (payloads {PAYLOADS_ML} ml), recording a rosbag2')
     runs = [simulate(seconds=sizes['train_s'], payload_ml=ml, seed=10 + i)
             for i, ml in enumerate(PAYLOADS_ML)]
@@ -164,7 +171,7 @@ def online_stage(lstm_path: Path, gp_path: Path, seconds: float) -> tuple[_Monit
     """Run the node graph with the simulated arm, predictor and trainer starting from the LSTM
     at ``lstm_path``; returns the monitor and event times."""
     from invdyn_ros.graph import run_graph
-    print(f'[2/3] online: predictor + trainer + GP baseline + simulated arm over DDS for '
+    print(f'[2/4] online: predictor + trainer + GP baseline + simulated arm over DDS for '
           f'{seconds:g} s; payload switches to {SWITCH_TO_ML:g} ml at '
           f'{SWITCH_AT * seconds:g} s')
     mon = _Monitor()
@@ -256,7 +263,7 @@ def report(out: Path, mon: _Monitor, events: dict, offline: dict, quick: bool,
             'predictor': last_p, 'trainer': last_t, 'graph_status': events.get('graph_status')},
         'joint_names': list(LWR_JOINTS_1_TO_5)}
     o = results['online']
-    print('[3/3] results')
+    print('[3/4] results')
     print(f'  joint_states received {n_js}, feedforward answered {o["answered_fraction"]:.1%}; '
           f'predictor compute p50 {last_p.get("compute_p50_us", "?")} us, p99 '
           f'{last_p.get("compute_p99_us", "?")} us; stamp-to-receipt p50 '
@@ -335,4 +342,31 @@ def run_demo(out: Path, quick: bool = False) -> int:
         results = report(out, mon, events, offline, quick, t0, start_model)
     finally:
         mon.close()
+    closed = closed_loop_stage(start_model, sizes['closed_s'])
+    results['closed_loop'] = closed
+    (out / 'results.json').write_text(json.dumps(results, indent=2, default=str))
     return 0 if results['online']['feedforward_received'] > 0 else 1
+
+
+def closed_loop_stage(model: Path, seconds: float) -> dict:
+    """PD alone vs PD + LSTM feedforward over DDS at reduced gains (see module doc, 4)."""
+    from invdyn_ros.closed_loop import run_closed_loop_graph
+    print(f'[4/4] closed loop over DDS: lwr_sim under PD at x{CLOSED_GAIN_SCALE:g} gains, '
+          f'{seconds:g} s alone, then with the predictor\'s feedforward ({model.name})')
+    pd = run_closed_loop_graph(None, seconds, CLOSED_GAIN_SCALE, CLOSED_LEAD_S)
+    ff = run_closed_loop_graph(str(model), seconds, CLOSED_GAIN_SCALE, CLOSED_LEAD_S)
+
+    def mrad(v):
+        return f'{v * 1e3:.2f} mrad' if v is not None else 'n/a'
+    ratio = (pd['tracking_rms_rad'] / ff['tracking_rms_rad']
+             if pd['tracking_rms_rad'] and ff['tracking_rms_rad'] else None)
+    print(f'  tracking RMS (joints 1-5): PD alone {mrad(pd["tracking_rms_rad"])}, PD + LSTM '
+          f'{mrad(ff["tracking_rms_rad"])} while fed ({ff["periods"]} of '
+          f'{ff["periods_all"]} periods), {mrad(ff["tracking_rms_all_rad"])} overall'
+          + (f'; {ratio:.1f}x lower' if ratio else ''))
+    print(f'  feedforward: {ff["feedforward_received"]} received, applied at '
+          f'{ff["feedforward_applied_steps"]} steps, {ff["stale_dropped"]} dropped as stale; '
+          f'lag (reference published -> applied) p50 {ff["lag_p50_ms"]:.1f} ms, p99 '
+          f'{ff["lag_p99_ms"]:.1f} ms (reference published {CLOSED_LEAD_S * 1e3:g} ms ahead)')
+    return {'gain_scale': CLOSED_GAIN_SCALE, 'lead_s': CLOSED_LEAD_S, 'pd_alone': pd,
+            'pd_lstm': ff, 'reduction': ratio}

@@ -424,35 +424,75 @@ def test_recorder_rotates_into_complete_bags_holding_everything(tmp_path, storag
 
 
 KILLED_RECORDER = textwrap.dedent('''
-    import os, sys
+    import os, signal, sys
     from invdyn_ros.core.bagio import JointStateBagRecorder
     rec = JointStateBagRecorder()
     rec.open(sys.argv[1], joint_names=['j1', 'j2'], storage=sys.argv[2],
-             max_bag_seconds=0.3, flush_interval_s=0.0)
+             max_bag_seconds=0.3, flush_interval_s=3600.0)
     for k in range(50):        # 10 ms apart: bag_0 holds 30 samples, bag_1 the last 20
         rec.write(1_000_000_000 + k * 10_000_000, None, [k, k], [0, 0], [1, 1])
-    os._exit(0)                # killed: no close()
+        if k == 39:
+            rec.flush()        # what the trainer's timer does; 40..49 are never flushed
+    os.kill(os.getpid(), signal.SIGKILL)
 ''')
 
 
 @pytest.mark.parametrize('storage', STORAGES)
-def test_what_survives_a_killed_recorder(tmp_path, storage):
+def test_what_survives_a_killed_recorder(tmp_path, storage, caplog):
     root = tmp_path / 'rec'
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    subprocess.run([sys.executable, '-c', KILLED_RECORDER, str(root), storage], env=env,
-                   check=True, timeout=60)
+    r = subprocess.run([sys.executable, '-c', KILLED_RECORDER, str(root), storage], env=env,
+                       timeout=60)
+    assert r.returncode == -9
     (closed,) = bagio.recorded_bags(root)
     (tr,) = bagio.read_joint_state_bag(closed)
     np.testing.assert_array_equal(tr.q[:, 0], np.arange(30))
+    # The bag being written has no metadata.yaml; it reads up to its last flush, the folder
+    # as well as its storage file, with a warning.
     current = root / 'bag_1'
-    with pytest.raises(DataError, match='metadata.yaml is missing'):
-        bagio.read_joint_state_bag(current)
-    if storage == 'sqlite3':      # every committed row is readable from the .db3 itself
-        (tr,) = bagio.read_joint_state_bag(current / 'bag_1.db3')
-        np.testing.assert_array_equal(tr.q[:, 0], np.arange(30, 50))
-    else:                         # the MCAP file lacks its footer until closed
-        with pytest.raises(DataError):
-            bagio.read_joint_state_bag(current / 'bag_1.mcap')
+    assert not (current / 'metadata.yaml').exists()
+    for target in (current, bagio.interrupted_bag_file(current)):
+        with caplog.at_level(logging.WARNING, logger='invdyn_ros.core.bagio'):
+            (tr,) = bagio.read_joint_state_bag(target)
+        np.testing.assert_array_equal(tr.q[:, 0], np.arange(30, 40))
+        assert 'interrupted' in caplog.text
+    # And the whole recording loads for training: both bags, in order, nothing else.
+    from invdyn_ros.core.datasets import load_trajectories
+    q = np.concatenate([t.q[:, 0] for t in load_trajectories([root], ['j1', 'j2'])])
+    np.testing.assert_array_equal(q, np.arange(40))
+
+
+def test_torn_mcap_reads_exactly_its_complete_chunks(tmp_path):
+    """Cut an unfinished MCAP recording at every offset: what reads is always an exact prefix
+    of what was written, holding every chunk that ended before the cut."""
+    rec = bagio.JointStateBagRecorder()
+    rec.open(tmp_path / 'rec', joint_names=NAMES, storage='mcap', flush_interval_s=3600.0)
+    f = tmp_path / 'rec' / 'bag_0' / 'bag_0.mcap'
+    ref = _traj(60, seed=8)
+    ends = []                   # file size after each flushed chunk of 10 messages
+    for k in range(len(ref)):
+        rec.write(T0_NS + k * MS, None, ref.q[k], ref.qd[k], ref.tau[k])
+        if k % 10 == 9:
+            rec.flush()
+            ends.append(f.stat().st_size)
+    data = f.read_bytes()
+    rec.close()
+    cut_file = tmp_path / 'cut' / 'cut.mcap'
+    cut_file.parent.mkdir()
+    starts = [0] + ends[:-1]
+    for cut in sorted(set(range(0, len(data) + 1, 97)) | set(ends) | {e - 1 for e in ends}):
+        cut_file.write_bytes(data[:cut])
+        whole = sum(e <= cut for e in ends)          # chunks (and indexes) before the cut
+        begun = sum(s < cut for s in starts)         # chunks that began before the cut
+        try:
+            (tr,) = bagio.read_joint_state_bag(cut_file)
+        except DataError as e:
+            assert whole == 0, (cut, str(e))
+            continue
+        n = len(tr)
+        assert n % 10 == 0 and 10 * max(whole, 1) <= n <= 10 * begun, (cut, n)
+        np.testing.assert_array_equal(tr.q, ref.q[:n])
+        np.testing.assert_array_equal(tr.tau, ref.tau[:n])
 
 
 # ---------------------------------------------------------------------------------------------

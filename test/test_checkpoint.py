@@ -18,6 +18,7 @@ from invdyn_ros.core.checkpoint import (
     CheckpointError, checkpoint_from_bytes, checkpoint_to_bytes, load_checkpoint,
     save_checkpoint)
 from invdyn_ros.core.lstm import LstmConfig, LstmInverseDynamics, Normalizer
+from invdyn_ros.core.targets import NominalSpec
 
 JOINTS = ('shoulder', 'elbow', 'wrist')
 RATE_HZ = 500.0
@@ -118,12 +119,17 @@ def test_file_round_trip_is_exact(tmp_path: Path, dtype: torch.dtype) -> None:
 
 def test_bytes_round_trip() -> None:
     model = _model(num_layers=1)
-    data = checkpoint_to_bytes(model, {'target': 'residual', 'epochs': 3})
+    # A residual target carries its nominal model's spec (URDF text, joints), stored whole.
+    nominal = NominalSpec(urdf_text='<robot name="r"/>', joint_names=JOINTS,
+                          urdf_joints=JOINTS).to_dict()
+    data = checkpoint_to_bytes(model, {'target': 'residual_gravity', 'nominal': nominal,
+                                       'epochs': 3})
     assert isinstance(data, bytes)
     loaded, meta = checkpoint_from_bytes(data, joint_names=list(JOINTS))
     x = _inputs()
     np.testing.assert_array_equal(_outputs(loaded, x), _outputs(model, x))
-    assert meta['target'] == 'residual' and meta['model_version'] == 1
+    assert meta['target'] == 'residual_gravity' and meta['model_version'] == 1
+    assert meta['nominal'] == nominal
     assert meta['source'] == '<bytes>'
     # A bytearray / memoryview (e.g. from a ROS uint8[] field) works the same.
     loaded2, _ = checkpoint_from_bytes(bytearray(data))
@@ -308,13 +314,15 @@ def _hostile_files(tmp_path: Path, marker: Path) -> dict[str, Path]:
     ('torch_save', 'is not an .npy array'),
     ('raw_pickle', 'not an .npz'),
 ])
-def test_hostile_pickle_refused_without_running(tmp_path: Path, kind: str, fragment: str
-                                                ) -> None:
+@pytest.mark.parametrize('loader', ['load_checkpoint', 'load_lstm_weights'])
+def test_hostile_pickle_refused_without_running(tmp_path: Path, kind: str, fragment: str,
+                                                loader: str) -> None:
+    # load_lstm_weights is the torch-free loader the predictor node uses.
     marker = tmp_path / 'pwned'
     path = _hostile_files(tmp_path, marker)[kind]
     assert not marker.exists()
     with pytest.raises(CheckpointError) as err:
-        load_checkpoint(path)
+        getattr(ckpt, loader)(path)
     assert fragment in str(err.value), str(err.value)
     assert str(path) in str(err.value)
     assert not marker.exists()
@@ -441,3 +449,91 @@ def test_load_does_not_touch_directory(tmp_path: Path) -> None:
     before = sorted(os.listdir(tmp_path))
     load_checkpoint(path)
     assert sorted(os.listdir(tmp_path)) == before
+
+
+# -- A saver killed with SIGKILL ---------------------------------------------------------------
+
+KILLED_SAVER = '''
+import os, sys, time
+import numpy as np
+from invdyn_ros.core import checkpoint as ckpt
+from invdyn_ros.core.lstm_numpy import (LstmConfig, LstmWeights, Normalizer,
+                                        lstm_weight_shapes)
+path, version, stop_at = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+cfg = LstmConfig(('a', 'b', 'c'), 500.0, hidden_size=256, num_layers=2)  # ~4 MB per file
+rng = np.random.default_rng(version)
+norm = Normalizer(np.zeros(9), np.ones(9), np.zeros(3), np.ones(3))
+model = LstmWeights(cfg, norm, {k: rng.normal(size=s).astype(np.float32)
+                                for k, s in lstm_weight_shapes(cfg).items()})
+
+
+def hold(where):
+    print(where, flush=True)        # the parent kills us now
+    time.sleep(60)
+
+
+real_write, real_replace = ckpt._write_file, os.replace
+if stop_at == 'mid_write':          # half the bytes in the temporary file
+    def _write(f, data):
+        real_write(f, data[:len(data) // 2])
+        f.flush()
+        hold('mid_write')
+    ckpt._write_file = _write
+elif stop_at == 'before_rename':    # complete temporary file, not renamed yet
+    def _replace(a, b):
+        hold('before_rename')
+    ckpt.os.replace = _replace
+elif stop_at == 'after_rename':     # renamed, folder not fsync'ed yet
+    ckpt._fsync_dir = lambda folder: hold('after_rename')
+while True:                         # save, save, save, ... until killed
+    version += 1
+    ckpt.save_checkpoint(path, model, {'model_version': version})
+    print(version, flush=True)
+'''
+
+
+def test_saver_killed_mid_save_leaves_a_complete_file(tmp_path: Path) -> None:
+    """SIGKILL a saving process mid-write, before and after the rename, and at random moments:
+    the file is always a complete checkpoint (the old or the new one), a loader never meets a
+    partial file, and the temporary file of a killed save is removed by the next save."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    path = tmp_path / 'model.npz'
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    rng = np.random.default_rng(3)
+    version = 0
+    stray = 0
+    for stop_at in ('none', 'mid_write', 'before_rename', 'after_rename', 'none', 'none',
+                    'none', 'none'):
+        p = subprocess.Popen([sys.executable, '-c', KILLED_SAVER, str(path), str(version),
+                              stop_at], stdout=subprocess.PIPE, text=True, env=env)
+        first = p.stdout.readline().strip()
+        if stop_at == 'none':
+            assert first == str(version + 1), first
+            time.sleep(rng.uniform(0.0, 0.2))    # somewhere in the next saves
+        else:
+            assert first == stop_at, first
+        p.send_signal(signal.SIGKILL)
+        out, _ = p.communicate(timeout=30)
+        _, meta = load_checkpoint(path)          # complete, valid, loadable
+        done = [int(v) for v in (first + ' ' + out).split() if v.isdigit()]
+        if stop_at in ('mid_write', 'before_rename'):
+            assert meta['model_version'] == version, 'the old file, untouched'
+        elif stop_at == 'after_rename':
+            assert meta['model_version'] == version + 1, 'the new file, complete'
+        else:       # the last announced save, or one renamed just before the kill
+            assert meta['model_version'] in (done[-1], done[-1] + 1), (meta, done)
+        version = meta['model_version']
+        others = [q.name for q in tmp_path.iterdir() if q != path]
+        # Whatever a killed save left is hidden and not an .npz: no loader picks it up.
+        assert all(n.startswith('.model.npz.') and n.endswith('.tmp') for n in others), others
+        assert [q.name for q in tmp_path.glob('*.npz')] == ['model.npz']
+        if stop_at in ('mid_write', 'before_rename'):
+            assert len(others) == 1
+        stray += len(others)
+    assert stray >= 2
+    save_checkpoint(path, _model(), {'model_version': version + 1})   # the next save cleans up
+    assert [q.name for q in tmp_path.iterdir()] == ['model.npz']
+    assert load_checkpoint(path)[1]['model_version'] == version + 1

@@ -39,6 +39,16 @@ def test_gp_node_publishes_decimated_mean_and_std(tmp_path):
         pub = h.node.create_publisher(JointState, '/joint_states', RELIABLE)
         h.wait_for(lambda: pub.get_subscription_count() > 0, 60, 'the GP node to subscribe')
         time.sleep(1.0)
+        # Malformed input first: refused, counted, never answered (the count below is exact).
+        for fields in (dict(position=[float('nan')] * 5), dict(name=[], position=[]),
+                       dict(name=[J[0]] * 5), dict(velocity=[1.0]), dict(name=['x'] + list(J[1:])),
+                       dict(sec=0)):
+            m = JointState(name=list(J), position=[0.1] * 5, velocity=[0.0] * 5)
+            m.header.stamp.sec = fields.pop('sec', 2999)
+            for f, v in fields.items():
+                setattr(m, f, v)
+            for _ in range(DECIMATION):
+                pub.publish(m)
         t = 3000 + test.t
         for k in range(len(test)):
             m = JointState()

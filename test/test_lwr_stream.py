@@ -49,3 +49,17 @@ def test_feedforward_changes_the_motion_and_bad_values_are_ignored():
     np.testing.assert_array_equal(qa, qc)
     with pytest.raises(ValueError, match='controller'):
         LwrStream(controller='magic')
+
+
+def test_reference_look_ahead_matches_the_reference_when_reached(monkeypatch):
+    import invdyn_ros.core.lwr_stream as ls
+    monkeypatch.setattr(ls, 'PLAN_CHUNK_S', 0.3)
+    s = LwrStream(LwrSimConfig(seed=6, rate_hz=500.0), controller='pd')
+    ahead = [np.concatenate(s.reference_at(k)) for k in range(400)]   # crosses 2 chunks
+    for k in range(400):
+        np.testing.assert_array_equal(np.concatenate(s.reference()), ahead[k])
+        assert s.sample == k
+        s.step()
+    with pytest.raises(ValueError, match='past'):
+        s.reference_at(3)
+    assert s.true_position().shape == (7,)

@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = (['data', 'sim'], ['data', 'synthetic'], ['data', 'info'], ['data', 'convert'],
-               ['train'], ['eval'], ['model', 'info'], ['up'], ['demo'])
+               ['train'], ['eval'], ['model', 'info'], ['up'], ['demo'], ['fuzz'])
 
 
 def test_package_xml_format_3_with_dependencies():
@@ -61,6 +61,9 @@ def test_every_subcommand_has_help(sub):
     (['data', 'sim', '--out', 'x', '--seconds', '-1'], 'must be a positive'),
     (['eval', '--model', 'missing.npz', '--data', '.'], 'missing.npz'),
     (['up', 'predict', 'bogus:=1'], 'unknown launch argument'),
+    (['fuzz', '--messages', '10'], 'must be more than 1000'),
+    (['fuzz', '--torque-limits', '1,x'], 'not a number'),
+    (['fuzz', '--model', 'missing.npz'], 'missing.npz: no such file'),
 ])
 def test_bad_arguments_give_one_clear_line(argv, match, tmp_path):
     r = subprocess.run([sys.executable, '-m', 'invdyn_ros.cli', *argv], capture_output=True,

@@ -48,3 +48,52 @@ def test_trainer_records_what_it_sees(tmp_path):
     q = np.concatenate([t.q for t in got])
     assert len(q) == len(traj), 'every message recorded, none lost across rotations'
     np.testing.assert_allclose(q, traj.select(LWR_JOINTS_1_TO_5).q, atol=1e-12)
+
+
+def test_trainer_learns_and_publishes_the_target_of_its_model(tmp_path):
+    """A residual_rbd start model: the trainer learns the residual and every model it publishes
+    carries the same target and nominal model (so the predictor keeps adding it)."""
+    import torch
+    from std_msgs.msg import UInt8MultiArray
+    from ros_harness import LATCHED
+    from invdyn_ros.core.checkpoint import checkpoint_from_bytes, save_checkpoint
+    from invdyn_ros.core.lstm import LstmConfig, LstmInverseDynamics, Normalizer
+    from invdyn_ros.core.nominal import lwr4plus_spec
+    from invdyn_ros.core.targets import spec_from_meta
+    from invdyn_ros.core.training import target_meta
+    j = LWR_JOINTS_1_TO_5
+    spec = lwr4plus_spec(j)
+    torch.manual_seed(0)
+    start = LstmInverseDynamics(LstmConfig(joint_names=j, rate_hz=1000.0, hidden_size=8),
+                                Normalizer.identity(15, 5))
+    with torch.no_grad():
+        start.head.weight.zero_()
+        start.head.bias.zero_()
+    path = save_checkpoint(tmp_path / 'start.npz', start, target_meta('residual_rbd', spec))
+    traj = simulate(1.5, payload_ml=400.0, seed=4)
+    p = start_node('trainer', {'model_path': str(path), 'batch_size': 32, 'context': 16,
+                               'holdout_every': 2, 'publish_period_s': 0.3})
+    h = Harness('trainer_target_test')
+    models = []
+    try:
+        h.node.create_subscription(UInt8MultiArray, '/invdyn/model', models.append, LATCHED)
+        pub = h.node.create_publisher(JointState, '/joint_states', RELIABLE)
+        h.wait_for(lambda: pub.get_subscription_count() > 0, 30, 'the trainer to subscribe')
+        time.sleep(1.0)
+        for k in range(len(traj)):
+            m = JointState()
+            ns = int(round(traj.t[k] * 1e9))
+            m.header.stamp.sec, m.header.stamp.nanosec = 3000 + ns // 10**9, ns % 10**9
+            m.name = list(traj.joint_names)
+            m.position, m.velocity = traj.q[k].tolist(), traj.qd[k].tolist()
+            m.effort = traj.tau[k].tolist()
+            pub.publish(m)
+            time.sleep(1.0 / SEND_RATE_HZ)
+        h.wait_for(lambda: len(models) > 0, 20, 'a published model')
+    finally:
+        h.close()
+        out = stop_node(p)
+    assert 'Traceback' not in out, out
+    _, meta = checkpoint_from_bytes(bytes(models[-1].data), joint_names=list(j))
+    assert meta['target'] == 'residual_rbd' and spec_from_meta(meta) == spec
+    assert meta['model_version'] >= 2

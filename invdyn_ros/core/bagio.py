@@ -41,6 +41,8 @@ import numpy as np
 from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
                                 QosTime)
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2.errors import ReaderError
+from rosbags.rosbag2.storage_mcap import decompress as _mcap_decompress, McapReader
 from rosbags.typesys import Stores, get_typestore
 
 from invdyn_ros.core.trajectory import DataError, Trajectory
@@ -307,23 +309,153 @@ class _Bucket:
     data: list = field(default_factory=list)    # the raw messages (bytes)
 
 
+# MCAP framing (https://mcap.dev/spec): magic, then records of opcode (1 byte) and length
+# (uint64 LE); a finished file ends with a Footer record and the magic again.
+MCAP_MAGIC = b'\x89MCAP0\r\n'
+MCAP_OP_HEADER = 0x01
+MCAP_OP_FOOTER = 0x02
+MCAP_OP_CHUNK = 0x06
+MCAP_OP_DATA_END = 0x0F
+MCAP_RECORD_PREFIX = 9
+#: Chunk record fields before the compression name: start, end, uncompressed size, CRC.
+_MCAP_CHUNK_HEAD = struct.Struct('<QQQI')
+
+
+def _mcap_chunk_ok(body: bytes) -> bool:
+    """Whether a chunk record's body is whole: it decompresses to its stated size (and CRC,
+    where one is written) and holds a whole number of records."""
+    try:
+        _, _, size, crc = _MCAP_CHUNK_HEAD.unpack_from(body, 0)
+        pos = _MCAP_CHUNK_HEAD.size
+        (n,) = _U32.unpack_from(body, pos)
+        compression = body[pos + 4:pos + 4 + n].decode()
+        pos += 4 + n
+        (n_data,) = struct.unpack_from('<Q', body, pos)
+        pos += 8
+        if pos + n_data != len(body):
+            return False
+        raw = _mcap_decompress(body[pos:], compression, size, crc)
+    except Exception:  # noqa: B902 - any failure to decode means a torn chunk
+        return False
+    pos = 0
+    while pos < len(raw):
+        if pos + MCAP_RECORD_PREFIX > len(raw):
+            return False
+        (n,) = struct.unpack_from('<Q', raw, pos + 1)
+        pos += MCAP_RECORD_PREFIX + n
+    return pos == len(raw)
+
+
+class _RecoveringMcapReader(McapReader):
+    """rosbags' MCAP reader that also reads a file whose writer was killed.
+
+    A finished file is read as rosbags reads it. An unfinished one (no footer: the process
+    was killed before the bag was closed) is read record by record from the start, up to the
+    last complete record; a torn chunk at the end and anything after it are dropped. The
+    messages come in file order (the order they were written).
+    """
+
+    recovered = False
+    dropped_bytes = 0
+
+    def _open(self) -> None:
+        bio = self.bio
+        size = bio.seek(0, 2)
+        bio.seek(max(size - len(MCAP_MAGIC), 0))
+        finished = size > 2 * len(MCAP_MAGIC) and bio.read() == MCAP_MAGIC
+        bio.seek(0)
+        if finished:
+            super()._open()
+            return
+        if bio.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
+            raise ReaderError('File magic is invalid (not an MCAP file).')
+        head = bio.read(MCAP_RECORD_PREFIX)
+        if len(head) < MCAP_RECORD_PREFIX or head[0] != MCAP_OP_HEADER:
+            raise ReaderError('File has no MCAP header record.')
+        self.data_start = len(MCAP_MAGIC) + MCAP_RECORD_PREFIX + struct.unpack_from(
+            '<Q', head, 1)[0]
+        if self.data_start > size:
+            raise ReaderError('File ends inside its MCAP header record.')
+        pos = self.data_start
+        while pos + MCAP_RECORD_PREFIX <= size:
+            bio.seek(pos)
+            head = bio.read(MCAP_RECORD_PREFIX)
+            op, n = head[0], struct.unpack_from('<Q', head, 1)[0]
+            end = pos + MCAP_RECORD_PREFIX + n
+            if end > size or op in (MCAP_OP_FOOTER, MCAP_OP_DATA_END):
+                break
+            if op == MCAP_OP_CHUNK and not _mcap_chunk_ok(bio.read(n)):
+                break
+            pos = end
+        self.data_end = pos
+        self.recovered = True
+        self.dropped_bytes = size - pos
+        self.meta_scan()
+        # As McapReader._open ends: message counts per connection and the time range.
+        stats = self.statistics
+        self.connections = [c._replace(msgcount=stats.channel_message_counts.get(c.id, 0))
+                            for c in self.connections]
+        n_msgs = stats.message_count
+        self.metadata = self.metadata._replace(
+            duration=stats.end_time - stats.start_time + 1 if n_msgs else 0,
+            start_time=stats.start_time if n_msgs else 2**63 - 1,
+            end_time=stats.end_time + 1 if n_msgs else 0, message_count=n_msgs)
+
+    def messages(self, connections, start=None, stop=None):
+        """As McapReader.messages; a recovered file in file order (it has no index)."""
+        if self.recovered:
+            return self.messages_scan(connections, start, stop)
+        return super().messages(connections, start, stop)
+
+
+def interrupted_bag_file(folder: PathLike) -> Optional[Path]:
+    """The storage file of a bag folder whose recording was interrupted (no metadata.yaml,
+    exactly one .db3 or .mcap file), else None."""
+    folder = Path(folder)
+    if not folder.is_dir() or (folder / 'metadata.yaml').is_file():
+        return None
+    files = [p for p in folder.iterdir() if p.suffix in BAG_FILE_SUFFIXES and p.is_file()]
+    return files[0] if len(files) == 1 else None
+
+
 def _open_reader(path: Path) -> Reader:
-    """An open rosbags Reader, or DataError saying why the path is not a readable bag."""
+    """An open rosbags Reader, or DataError saying why the path is not a readable bag.
+
+    An interrupted recording (a folder without metadata.yaml holding one storage file, or an
+    MCAP file without its footer) is read as far as it is complete, with a warning.
+    """
     src = str(path)
     if not path.exists():
         raise DataError(src, 'no such bag folder or file')
     if path.is_dir():
         if not (path / 'metadata.yaml').is_file():
-            raise DataError(
-                src, 'not a complete rosbag2 folder: metadata.yaml is missing (for an '
-                'interrupted recording, pass its .db3 file directly or run `ros2 bag reindex`)')
+            storage = interrupted_bag_file(path)
+            if storage is None:
+                raise DataError(
+                    src, 'not a rosbag2 folder: metadata.yaml is missing and there is not '
+                    f'exactly one {"/".join(BAG_FILE_SUFFIXES)} file to read instead')
+            logger.warning('%s: no metadata.yaml (recording interrupted?); reading %s directly',
+                           src, storage.name)
+            path = storage
     elif path.suffix not in BAG_FILE_SUFFIXES:
         raise DataError(src, f'not a rosbag2 folder or a {"/".join(BAG_FILE_SUFFIXES)} file')
     try:
         reader = Reader(path)
+        if path.suffix == '.mcap':
+            reader.storage = _RecoveringMcapReader(path)
         reader.open()
     except Exception as exc:  # noqa: B902 - rosbags, apsw, yaml, OS errors all mean the same
         raise DataError(src, f'cannot open rosbag2 ({type(exc).__name__}: {exc})') from exc
+    storage = reader.storage
+    if getattr(storage, 'recovered', False):
+        if not storage.statistics.message_count:
+            with suppress(Exception):
+                reader.close()
+            raise DataError(src, 'MCAP file without footer (recording interrupted?) and '
+                            'without one complete chunk: nothing to read')
+        logger.warning('%s: MCAP file without footer (recording interrupted?); read up to its '
+                       'last complete chunk, %d bytes after it dropped', src,
+                       storage.dropped_bytes)
     return reader
 
 
@@ -831,19 +963,23 @@ class JointStateBagRecorder:
     of stamps, it is closed (metadata.yaml written: a complete bag, listed by
     :func:`recorded_bags`) and the next one is started. :meth:`close` completes the last one.
 
-    If the process is killed, every bag closed before is complete and readable. Of the bag
-    being written (no metadata.yaml yet):
+    If the process is killed (even SIGKILL), every bag closed before is complete, and the bag
+    being written (no metadata.yaml yet) holds everything up to its last flush, which
+    :func:`read_joint_state_bag` and ``invdyn train --data`` read (the folder itself or its
+    storage file, with a warning):
 
     * sqlite3 (default): rows are committed at least every ``flush_interval_s`` and the page
       cache never spills uncommitted rows into the file, so the ``.db3`` file holds exactly the
-      messages up to the last commit: ``read_joint_state_bag('<bag>/<bag>.db3')`` reads them,
-      and ``ros2 bag reindex`` makes the folder a complete bag again.
-    * MCAP: the pending chunk is closed and flushed to the file at least every
-      ``flush_interval_s``, but the file lacks its summary and footer, which rosbags needs:
-      the completed chunks can be recovered with ``mcap recover``, not read directly.
+      messages up to the last commit (``ros2 bag reindex`` makes the folder complete again).
+    * MCAP: the pending chunk is closed and written to the file at least every
+      ``flush_interval_s``; the file lacks its summary and footer, so the reader scans it
+      chunk by chunk up to the last complete one (a torn chunk at the end is dropped).
 
-    So at most ``flush_interval_s`` (sqlite3) or the whole current bag (MCAP, without a
-    recovery tool) is lost; ``max_bag_seconds`` bounds the latter. Not thread-safe.
+    A flush happens on a :meth:`write` once ``flush_interval_s`` has passed since the last, or
+    on :meth:`flush` (the trainer calls it from a timer, so a stream that stops is flushed
+    too). So a kill loses at most the messages of the last ``flush_interval_s`` (default 1 s).
+    Data reach the operating system at each flush (they survive the process, not a power cut:
+    there is no fsync per flush). Not thread-safe.
     """
 
     def __init__(self) -> None:

@@ -13,7 +13,14 @@ A checkpoint is one uncompressed ``.npz`` (zip) archive of ``.npy`` members, rea
        "normalisation": {"x_mean": [...], "x_std": [...], "y_mean": [...], "y_std": [...]},
        "dtype": "float32",
        "weights": {"lstm.weight_ih_l0": [256, 15], ...},
-       "training": {"created": "...", "invdyn_version": "...", <caller's metadata>}}
+       "training": {"created": "...", "invdyn_version": "...", <caller's metadata>},
+       "nominal": {...}}   (only for a residual target, see below)
+
+  ``target`` is what the model learns (:mod:`invdyn_ros.core.targets`): ``'full'`` torque,
+  ``'residual_rbd'`` or ``'residual_gravity'``; a residual target's header also holds
+  ``nominal``, the :class:`~invdyn_ros.core.targets.NominalSpec` JSON (URDF text and its
+  SHA-256, joint mapping, held joints, armature) of the model it was trained against, so the
+  file alone rebuilds it. Files without ``target`` fields other than 'full' load as before.
 
 * ``weight.<name>``: one float32/float64 array per model parameter (torch ``state_dict`` names),
   in the dtype named by the header; the normalisation lives in the header (JSON floats
@@ -39,12 +46,15 @@ Every problem raises :class:`CheckpointError` naming the file (or the byte sourc
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timezone
+import glob
 import io
 import json
 import math
 import os
 from pathlib import Path
+import re
 import tempfile
 from typing import Any, Callable, Optional, Sequence, TYPE_CHECKING, Union
 import zipfile
@@ -55,6 +65,7 @@ import numpy as np
 from invdyn_ros import __version__ as INVDYN_VERSION
 from invdyn_ros.core.lstm_numpy import (as_lstm_weights, lstm_weight_shapes, LstmConfig,
                                         LstmWeights, Normalizer, WEIGHT_DTYPES)
+from invdyn_ros.core.targets import spec_from_meta
 
 if TYPE_CHECKING:  # torch is imported only by those who build torch models (not a predictor)
     import torch
@@ -88,6 +99,8 @@ _RESERVED_META_KEYS = frozenset({
 _HEADER_KEYS = frozenset({
     'format', 'format_version', 'kind', 'model_version', 'target', 'joint_names', 'rate_hz',
     'input_kind', 'config', 'normalisation', 'dtype', 'weights', 'training'})
+#: Header keys some headers have: the nominal model of a residual target.
+_OPTIONAL_HEADER_KEYS = frozenset({'nominal'})
 
 PathLike = Union[str, os.PathLike]
 
@@ -180,10 +193,12 @@ _SERIALISERS: dict[str, Callable[[Any], tuple[dict, dict[str, np.ndarray]]]] = {
 def checkpoint_to_bytes(model: Any, meta: Optional[dict] = None) -> bytes:
     """Serialise ``model`` with metadata ``meta`` into checkpoint bytes (an .npz archive).
 
-    ``meta`` keys: ``target`` (str, default 'full') and ``model_version`` (int >= 0, default 1)
-    go to the header's top level; every other key (data sources, samples, epochs, scores, ...)
-    is training metadata, stored under ``training`` with ``created`` (UTC ISO time) and
-    ``invdyn_version`` filled in unless given. Values must be JSON-serialisable (numpy scalars,
+    ``meta`` keys: ``target`` (one of :data:`~invdyn_ros.core.targets.TARGETS`, default
+    'full'), ``nominal`` (a residual target's :meth:`NominalSpec.to_dict`; required for those,
+    refused for 'full') and ``model_version`` (int >= 0, default 1) go to the header's top
+    level; every other key (data sources, samples, epochs, scores, ...) is training metadata,
+    stored under ``training`` with ``created`` (UTC ISO time) and ``invdyn_version`` filled in
+    unless given. Values must be JSON-serialisable (numpy scalars,
     arrays and paths are converted). Raises TypeError/ValueError for an unusable model or meta.
     """
     meta = dict(meta or {})
@@ -191,9 +206,12 @@ def checkpoint_to_bytes(model: Any, meta: Optional[dict] = None) -> bytes:
     if reserved:
         raise ValueError(f'meta keys {reserved} are reserved (set from the model)')
     target = meta.pop('target', DEFAULT_TARGET)
+    nominal = meta.pop('nominal', None)
     model_version = meta.pop('model_version', DEFAULT_MODEL_VERSION)
     if not isinstance(target, str) or not target:
         raise ValueError(f'target must be a non-empty string, got {target!r}')
+    # The target and its nominal model must agree (a residual without its model is useless).
+    spec_from_meta({'target': target, 'nominal': nominal})
     if (isinstance(model_version, bool) or not isinstance(model_version, (int, np.integer))
             or model_version < 0):
         raise ValueError(f'model_version must be an integer >= 0, got {model_version!r}')
@@ -209,6 +227,8 @@ def checkpoint_to_bytes(model: Any, meta: Optional[dict] = None) -> bytes:
               'model_version': int(model_version), 'target': target, **body,
               'weights': {name: list(w.shape) for name, w in weights.items()},
               'training': meta}
+    if nominal is not None:
+        header['nominal'] = nominal
     header_json = json.dumps(header, default=_json_default, allow_nan=True, indent=1)
     arrays = {HEADER_KEY: np.frombuffer(header_json.encode('utf-8'), dtype=np.uint8)}
     arrays.update({WEIGHT_PREFIX + name: w for name, w in weights.items()})
@@ -236,6 +256,30 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _temp_prefix(path: Path, pid: int) -> str:
+    """Temporary files of a save: hidden, named after the target and the saving process."""
+    return f'.{path.name}.{pid}.'
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temporary files that saves of ``path`` by processes no longer running left
+    behind (a process killed mid-save cannot clean up); another live saver's are kept."""
+    pattern = re.compile(re.escape(f'.{path.name}.') + r'(\d+)\..*\.tmp')
+    for tmp in path.parent.glob(f'.{glob.escape(path.name)}.*.tmp'):
+        m = pattern.fullmatch(tmp.name)
+        if m is None:
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue                    # its saver is alive (or not ours to signal)
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError, ValueError):
+            continue
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 def save_checkpoint(path: PathLike, model: Any, meta: Optional[dict] = None
                     ) -> Path:
     """Atomically write a checkpoint of ``model`` to ``path``; returns the path.
@@ -243,18 +287,27 @@ def save_checkpoint(path: PathLike, model: Any, meta: Optional[dict] = None
     The bytes are first decoded again with the full load-time validation; then written to a
     temporary file in the same folder, fsync'ed, read back and compared, and only then renamed
     over ``path`` (os.replace), so ``path`` is at any moment either the old file or the complete
-    new one, and the temporary file is removed whatever fails. See :func:`checkpoint_to_bytes`
+    new one, and the temporary file is removed whatever fails (or, if the process is killed
+    mid-save, by the next save of ``path``: temporary files are hidden, end in ``.tmp`` and
+    carry the saver's pid). See :func:`checkpoint_to_bytes`
     for ``meta``. Raises CheckpointError if the folder is missing or the write fails.
     """
     path = Path(path)
     data = checkpoint_to_bytes(model, meta)
-    # A checkpoint we write must be one we can load.
-    checkpoint_from_bytes(data, expect_kind=_model_kind(model), source=f'{path} (before write)')
+    # A checkpoint we write must be one we can load (numpy weights are checked without torch,
+    # by the same checks).
+    if isinstance(model, LstmWeights):
+        lstm_weights_from_bytes(data, source=f'{path} (before write)')
+    else:
+        checkpoint_from_bytes(data, expect_kind=_model_kind(model),
+                              source=f'{path} (before write)')
     folder = path.parent if str(path.parent) else Path('.')
     if not folder.is_dir():
         raise CheckpointError(str(path), f'folder {folder} does not exist')
+    _remove_stale_temps(folder / path.name)
     try:
-        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f'.{path.name}.', suffix='.tmp')
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(path, os.getpid()),
+                                        suffix='.tmp')
     except OSError as exc:
         raise CheckpointError(str(path), f'cannot create a file in {folder}: {exc}') from exc
     tmp = Path(tmp_name)
@@ -367,7 +420,7 @@ def _parse_header(arrays: dict[str, np.ndarray], source: str) -> dict:
     missing = sorted(_HEADER_KEYS - set(header))
     if missing:
         raise CheckpointError(source, f'header lacks {missing}')
-    extra = sorted(set(header) - _HEADER_KEYS)
+    extra = sorted(set(header) - _HEADER_KEYS - _OPTIONAL_HEADER_KEYS)
     if extra:
         raise CheckpointError(source, f'header has unknown keys {extra}')
     _check_common_fields(header, source)
@@ -393,6 +446,10 @@ def _check_common_fields(header: dict, source: str) -> None:
     for key in ('config', 'normalisation', 'weights', 'training'):
         if not isinstance(header[key], dict):
             raise CheckpointError(source, f'{key} must be a JSON object')
+    try:
+        spec_from_meta(header)
+    except ValueError as exc:
+        raise CheckpointError(source, str(exc)) from exc
 
 
 #: What a refused kind is, for the message (a GP file handed to the LSTM predictor, say).
@@ -564,6 +621,8 @@ def _meta_from_header(header: dict, source: str) -> dict:
     for key in ('format', 'format_version', 'kind', 'model_version', 'target', 'joint_names',
                 'rate_hz', 'input_kind', 'config', 'dtype'):
         meta[key] = header[key]
+    if 'nominal' in header:
+        meta['nominal'] = header['nominal']
     meta['source'] = source
     return meta
 
@@ -641,6 +700,8 @@ def load_checkpoint(path: PathLike, *, expect_kind: Optional[str] = 'lstm',
         (model in eval mode, meta): ``meta`` holds the caller's training metadata (including
         ``created`` and ``invdyn_version``) plus ``format``, ``format_version``, ``kind``,
         ``model_version``, ``target``, ``joint_names``, ``rate_hz``, ``input_kind``, ``config``,
+        ``nominal`` (residual targets only: pass ``meta`` to
+        :func:`~invdyn_ros.core.targets.spec_from_meta` for the spec),
         ``dtype`` and ``source`` (the path).
 
     Raises:

@@ -195,7 +195,15 @@ def load_sarcos_mat(path: PathLike, variable: Optional[str] = None) -> Trajector
 # --- dispatch ------------------------------------------------------------------------------
 
 def _is_bag(path: Path) -> bool:
-    return path.is_dir() and (path / 'metadata.yaml').is_file()
+    return path.is_dir() and ((path / 'metadata.yaml').is_file() or _is_interrupted_bag(path))
+
+
+def _is_interrupted_bag(path: Path) -> bool:
+    """A bag folder whose recording was killed: no metadata.yaml, one storage file."""
+    if not path.is_dir() or (path / 'metadata.yaml').is_file():
+        return False
+    from invdyn_ros.core.bagio import interrupted_bag_file
+    return interrupted_bag_file(path) is not None
 
 
 def _natural_key(path: Path) -> list:
@@ -230,7 +238,15 @@ def load_path(path: PathLike, joint_names: Optional[Sequence[str]] = None,
         raise DataError(str(path), 'no such file or folder')
     if _is_bag(path):
         from invdyn_ros.core.bagio import read_joint_state_bag
-        trajs = read_joint_state_bag(path, topic=topic, joint_names=joint_names)
+        try:
+            trajs = read_joint_state_bag(path, topic=topic, joint_names=joint_names)
+        except DataError as e:
+            if not _is_interrupted_bag(path):
+                raise
+            # A recording killed before it wrote anything usable (e.g. right after rotating
+            # into this bag) must not make the complete bags beside it unreadable.
+            _LOG.warning('skipping interrupted recording %s: %s', path, e)
+            trajs = []
     elif path.is_dir():
         files = sorted((p for p in path.iterdir()
                         if p.suffix.lower() in ('.npz', '.csv', '.mat') or _is_bag(p)),

@@ -993,7 +993,8 @@ class GpInverseDynamics(torch.nn.Module):
 
 
 def train_gp(trajs: Sequence[Trajectory], config: GpConfig, accel: AccelConfig = AccelConfig(),
-             prefer_recorded_qdd: bool = False) -> tuple[GpInverseDynamics, dict]:
+             prefer_recorded_qdd: bool = False, target: str = 'full',
+             nominal: Optional[object] = None) -> tuple[GpInverseDynamics, dict]:
     """Fit a GP baseline on trajectories, with exactly the LSTM's inputs.
 
     Args:
@@ -1004,6 +1005,8 @@ def train_gp(trajs: Sequence[Trajectory], config: GpConfig, accel: AccelConfig =
         config: GP settings.
         accel: acceleration-estimator settings.
         prefer_recorded_qdd: use recorded accelerations where present.
+        target, nominal: what the GP learns, as for the LSTM (:func:`~invdyn_ros.core.
+            training.prepare`): the torque, or its residual over the nominal model.
 
     Returns:
         (model in eval mode, info): info as :meth:`GpInverseDynamics.fit` (``fit_time_s`` is the
@@ -1012,7 +1015,7 @@ def train_gp(trajs: Sequence[Trajectory], config: GpConfig, accel: AccelConfig =
     """
     t0 = time.perf_counter()
     config.validate()
-    data = prepare(trajs, config.joint_names, accel, prefer_recorded_qdd)
+    data = prepare(trajs, config.joint_names, accel, prefer_recorded_qdd, target, nominal)
     x = np.concatenate([d.x for d in data])
     y = np.concatenate([d.y for d in data])
     model = GpInverseDynamics(config)

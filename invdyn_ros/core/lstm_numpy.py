@@ -305,6 +305,8 @@ class NumpyLstmStepper:
         self.input_dim = int(cfg.input_dim)
         self.output_dim = int(cfg.output_dim)
         norm = lw.normalizer
+        #: The normalisation folded into the weights (callers check input ranges with it).
+        self.normalizer = norm
 
         def param(name: str) -> np.ndarray:
             return np.asarray(lw.weights[name], dtype=np.float64)

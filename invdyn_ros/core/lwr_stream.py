@@ -73,18 +73,37 @@ class LwrStream:
         self.sim.set_payload(ml)
 
     def _extend_plan(self) -> None:
+        """Append the next chunk of motion, dropping the samples already run."""
         q, qd, qdd = self._planner.plan(PLAN_CHUNK_S, self.rate_hz, self.motion, self._q_end)
-        self._plan_start = self._k
-        self._plan_q, self._plan_qd, self._plan_qdd = q, qd, qdd
+        drop = max(self._k - self._plan_start, 0)
+        self._plan_q = np.concatenate((self._plan_q[drop:], q))
+        self._plan_qd = np.concatenate((self._plan_qd[drop:], qd))
+        self._plan_qdd = np.concatenate((self._plan_qdd[drop:], qdd))
+        self._plan_start += drop
         self._q_end = q[-1].copy()
 
     def reference(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Desired q [rad], qd [rad/s], qdd [rad/s^2] of the current sample, each (7,)."""
-        i = self._k - self._plan_start
-        if i >= len(self._plan_q):
+        return self.reference_at(self._k)
+
+    def reference_at(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Desired q [rad], qd [rad/s], qdd [rad/s^2] of sample ``k`` >= the current one (a
+        look-ahead, e.g. for a feedforward computed ahead of time), each (7,)."""
+        if k < self._k:
+            raise ValueError(f'sample {k} is in the past (now {self._k})')
+        while k - self._plan_start >= len(self._plan_q):
             self._extend_plan()
-            i = 0
+        i = k - self._plan_start
         return self._plan_q[i], self._plan_qd[i], self._plan_qdd[i]
+
+    @property
+    def sample(self) -> int:
+        """Index of the current sample (steps run so far)."""
+        return self._k
+
+    def true_position(self) -> np.ndarray:
+        """Noise-free joint positions [rad] (7,) now, e.g. to score tracking."""
+        return self.sim._q.copy()
 
     def measurement(self) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
         """The last sample as a robot's /joint_states carries it, aligned as :func:`simulate`

@@ -10,7 +10,9 @@ model is published only when it does not score worse on the held-back recent dat
 model in operation (:meth:`OnlineLearner.candidate`).
 
 A diverging update (non-finite loss or weights) is discarded and the weights restored; the
-published model never sees it. Inputs use the same causal acceleration filter as the predictor.
+published model never sees it. Windows with absurd values (non-finite, or beyond
+MAX_NORMALISED standard deviations) are refused before they reach training, replay or
+holdout. Inputs use the same causal acceleration filter as the predictor.
 """
 
 from __future__ import annotations
@@ -18,14 +20,25 @@ from __future__ import annotations
 import collections
 import copy
 from dataclasses import dataclass
+import math
 import threading
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
 from invdyn_ros.core.accel import AccelConfig, AccelEstimator, AccelStatus
 from invdyn_ros.core.lstm import LstmInverseDynamics
+from invdyn_ros.core.targets import check_target, DEFAULT_TARGET, RESIDUAL_TARGETS
+
+
+#: A window whose inputs or targets lie further than this many standard deviations (of the
+#: model's normalisation) from the mean is refused: no robot produces it, and its squared
+#: error could overflow the float32 loss.
+MAX_NORMALISED = 1e6
+#: Weight of the newest window in the running mean of the output layer's error (~10 windows).
+RLS_ERR_SMOOTHING = 0.1
+ADAGRAD_JUMP_SCALE = float(__import__('os').environ.get('AJS', '1.0'))
 
 
 @dataclass
@@ -42,6 +55,19 @@ class OnlineConfig:
     grad_clip: float = 1.0
     max_pending: int = 32
     seed: int = 0
+    #: Score candidates on only the newest this many held-back windows (0: all of them): after
+    #: a payload change older held-back data is stale and would reject the adapted model.
+    holdout_recent: int = 4
+    #: Refit the linear output layer after each update by exponentially weighted least squares
+    #: on the LSTM's hidden state (recursive least squares with forgetting).
+    head_rls: bool = True
+    #: Per-sample forgetting factor of that fit (0.9995: a memory of ~2000 samples).
+    rls_forgetting: float = 0.9995
+    #: Ridge weight pulling the fitted output layer towards the starting one [-].
+    rls_ridge: float = 1.0
+    #: A window whose error exceeds this factor times the running mean error (a payload
+    #: change, a new tool) makes that fit forget everything before it (0: never).
+    rls_jump_factor: float = 4.0
 
 
 @dataclass
@@ -59,10 +85,19 @@ class OnlineLearner:
     consumer (train_pending / candidate)."""
 
     def __init__(self, model: LstmInverseDynamics, accel: AccelConfig = AccelConfig(),
-                 config: OnlineConfig = OnlineConfig()) -> None:
+                 config: OnlineConfig = OnlineConfig(), target: str = DEFAULT_TARGET,
+                 nominal: Optional[Any] = None) -> None:
+        check_target(target)
+        if target in RESIDUAL_TARGETS and nominal is None:
+            raise ValueError(f'target {target!r} needs its nominal model')
+        # What the model learns: the measured torque minus the target's nominal term, on the
+        # same acceleration estimate the inputs carry (as offline training does).
+        self.target = target
+        self._nominal = nominal if target in RESIDUAL_TARGETS else None
         self.config = config
         self.dof = model.config.dof
         self.model = copy.deepcopy(model).train()
+        self._norm = model.normalizer
         self.published = copy.deepcopy(model).eval()
         self.model_version = 0
         self._opt = torch.optim.Adagrad(self.model.parameters(), lr=config.learning_rate)
@@ -78,10 +113,18 @@ class OnlineLearner:
         self._lock = threading.Lock()
         self._rng = np.random.default_rng(config.seed)
         self.stats = collections.Counter()
+        # Exponentially weighted least-squares statistics of the output layer (normalised
+        # units): R = sum w phi phi^T, Z = sum w phi y^T over features phi = [h; 1].
+        if config.head_rls:
+            self._rls_prior = self._head_matrix(self.model)
+            self._rls_r = np.zeros((len(self._rls_prior), len(self._rls_prior)))
+            self._rls_z = np.zeros_like(self._rls_prior)
+            self._rls_err: Optional[float] = None
 
     # --- producer side (callback) ----------------------------------------------------------
     def add_sample(self, t: float, q: np.ndarray, qd: np.ndarray, tau: np.ndarray) -> bool:
-        """One measured sample (t [s], q [rad], qd [rad/s], tau [Nm], each (d,)).
+        """One measured sample (t [s], q [rad], qd [rad/s], tau [Nm], each (d,)); for a
+        residual target the nominal term is subtracted here.
 
         Returns True when it completed a window (queued for training or held back).
         """
@@ -96,7 +139,10 @@ class OnlineLearner:
             self._since_batch = 0
             self.stats['sequence_starts'] += 1
         self._x.append(np.concatenate((q, qd, qdd)))
-        self._y.append(np.array(tau, dtype=np.float64))
+        y = np.array(tau, dtype=np.float64)
+        if self._nominal is not None:
+            y -= self._nominal.term(self.target, q, qd, qdd)
+        self._y.append(y)
         self._since_batch += 1
         cfg = self.config
         if self._since_batch < cfg.batch_size or len(self._x) < cfg.batch_size:
@@ -104,6 +150,12 @@ class OnlineLearner:
         self._since_batch = 0
         w = Window(np.array(self._x), np.array(self._y), cfg.batch_size)
         self._windows += 1
+        if not self._sane(w):
+            # A glitch that passes as a number (1e30 Nm) would make every update that draws
+            # this window from the replay buffer diverge, and a held-back one would make every
+            # candidate's score non-finite: such a window is never kept.
+            self.stats['windows_refused'] += 1
+            return False
         with self._lock:
             if self._windows % cfg.holdout_every == 0:
                 self._holdout.append(w)
@@ -114,6 +166,15 @@ class OnlineLearner:
                     self.stats['dropped_behind'] += 1
                 self._pending.append(w)
         return True
+
+    def _sane(self, w: Window) -> bool:
+        """Whether a window's inputs and targets are finite and within MAX_NORMALISED
+        standard deviations of the model's normalisation (so the loss stays finite)."""
+        norm = self._norm
+        zx = (w.x - norm.x_mean) / norm.x_std
+        zy = (w.y - norm.y_mean) / norm.y_std
+        worst = max(float(np.max(np.abs(zx))), float(np.max(np.abs(zy))))
+        return math.isfinite(worst) and worst < MAX_NORMALISED
 
     # --- consumer side (worker thread) -----------------------------------------------------
     def pending(self) -> int:
@@ -147,37 +208,99 @@ class OnlineLearner:
                 replay = [self._replay[i] for i in
                           self._rng.choice(len(self._replay), size=k, replace=False)] if k else []
                 self._replay.append(w)
-            self._update([w] + replay)
+            if self._update([w] + replay) and self.config.head_rls:
+                self._refit_head(w)
             done += 1
         return done
 
-    def _update(self, windows: list[Window]) -> None:
+    @staticmethod
+    def _head_matrix(model: LstmInverseDynamics) -> np.ndarray:
+        """The output layer as one (hidden + 1, d) float64 matrix [weight^T; bias]."""
+        return np.vstack((model.head.weight.detach().double().numpy().T,
+                          model.head.bias.detach().double().numpy()[None]))
+
+    def _refit_head(self, w: Window) -> None:
+        """Recursive least squares with forgetting on the output layer: the window's scored
+        samples enter the weighted statistics (older ones decayed by ``rls_forgetting`` per
+        sample) and the layer becomes their ridge solution. A linear fit converges within a few
+        hundred samples, where gradient steps on the whole net need many windows. Nothing is
+        changed when the solution is not finite."""
+        cfg = self.config
+        model = self.model
+        with torch.no_grad():
+            x = torch.as_tensor(w.x[None], dtype=model.dtype)
+            hidden, _ = model.lstm((x - model.x_mean) / model.x_std)
+        phi = hidden[0, -w.scored:].double().numpy()
+        phi = np.hstack((phi, np.ones((len(phi), 1))))
+        norm = self._norm
+        y = (w.y[-w.scored:] - norm.y_mean) / norm.y_std
+        decay = cfg.rls_forgetting ** w.scored
+        # The output layer's error on the new window (before it is fitted): a jump well above
+        # its running mean means the dynamics changed, and the old statistics are stale.
+        err = float(np.mean((phi @ self._head_matrix(model) - y) ** 2))
+        if not math.isfinite(err):
+            self.stats['rls_discarded'] += 1
+            return
+        if self._rls_err is None:
+            self._rls_err = err
+        elif cfg.rls_jump_factor > 0 and err > cfg.rls_jump_factor * self._rls_err:
+            decay = 0.0
+            self._rls_err = err
+            self.stats['rls_resets'] += 1
+            # Adagrad's accumulated squared gradients have shrunk its steps to a crawl:
+            # shrink them too, so the LSTM itself adapts to the new dynamics faster.
+            for state in self._opt.state.values():
+                if 'sum' in state:
+                    state['sum'].mul_(ADAGRAD_JUMP_SCALE)
+        else:
+            self._rls_err += RLS_ERR_SMOOTHING * (err - self._rls_err)
+        r = decay * self._rls_r + phi.T @ phi
+        z = decay * self._rls_z + phi.T @ y
+        ridge = cfg.rls_ridge * np.eye(len(r))
+        try:
+            head = np.linalg.solve(r + ridge, z + cfg.rls_ridge * self._rls_prior)
+        except np.linalg.LinAlgError:
+            head = None
+        if head is None or not np.all(np.isfinite(head)) or not np.all(np.isfinite(r)):
+            self.stats['rls_discarded'] += 1
+            return
+        self._rls_r, self._rls_z = r, z
+        with torch.no_grad():
+            model.head.weight.copy_(torch.as_tensor(head[:-1].T, dtype=model.dtype))
+            model.head.bias.copy_(torch.as_tensor(head[-1], dtype=model.dtype))
+        self.stats['rls_updates'] += 1
+
+    def _update(self, windows: list[Window]) -> bool:
+        """One Adagrad step; False when it diverged and was discarded."""
         snapshot = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         opt_snapshot = copy.deepcopy(self._opt.state_dict())
         loss = self._loss(self.model, windows)
         if not torch.isfinite(loss):
             self.stats['diverged_discarded'] += 1
-            return
+            return False
         self._opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         if not torch.isfinite(norm):
             self.stats['diverged_discarded'] += 1
             self._opt.zero_grad(set_to_none=True)
-            return
+            return False
         self._opt.step()
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
             self.model.load_state_dict(snapshot)
             self._opt.load_state_dict(opt_snapshot)
             self.stats['diverged_discarded'] += 1
-            return
+            return False
         self.stats['updates'] += 1
         self.last_loss = float(loss.item())
+        return True
 
     def holdout_score(self, model: LstmInverseDynamics) -> Optional[float]:
         """Normalised MSE of ``model`` on the held-back windows (None when there are none)."""
         with self._lock:
             windows = list(self._holdout)
+        if self.config.holdout_recent > 0:
+            windows = windows[-self.config.holdout_recent:]
         if not windows:
             return None
         was_training = model.training

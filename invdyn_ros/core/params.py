@@ -175,11 +175,42 @@ class LwrSimParams(NodeParams):
     noise: bool = _p(True, 'add sensor noise to q, qd and tau')
     duration_s: float = _p(0.0, 'stop publishing after this much simulated time [s]; 0: run '
                            'until shut down')
-    feedforward_topic: str = _p('', 'Float64MultiArray torque feedforward to add to the '
-                                'controller [Nm]; empty: none')
+    controller: str = _p('computed_torque', 'computed_torque: the nominal model + PD tracks '
+                         'the reference (data generation; feedforward is not subscribed); pd: '
+                         'PD on the reference plus the received feedforward (closed-loop '
+                         'control)')
+    gain_scale: float = _p(1.0, 'multiplies the PD stiffness (0.25: a quarter of the nominal '
+                           'gains; damping follows for the same damping ratio)')
+    feedforward_topic: str = _p('/invdyn/feedforward_cmd', 'torque feedforward [Nm] added to '
+                                'the PD law in controller pd; empty: none')
+    feedforward_type: str = _p('array', 'array: std_msgs/Float64MultiArray in '
+                               'feedforward_joints order; joint_state: sensor_msgs/JointState, '
+                               'effort by joint name, stamped (its age is measured)')
+    feedforward_joints: list = _p(LWR_JOINTS_1_TO_5, 'joints of an array feedforward, in its '
+                                  'order; unnamed joints get none')
+    feedforward_timeout_s: float = _p(0.05, 'a feedforward older than this [s] is dropped '
+                                      '(counted), never applied')
+    reference_topic: str = _p('', 'publish the reference (JointState: position = desired q '
+                              '[rad], velocity = desired qd [rad/s]) here, the input of a '
+                              'feedforward predictor; empty: off')
+    reference_lead_s: float = _p(0.0, 'publish the reference this far ahead [s] (stamped with '
+                                 'its own time), to cover the feedforward round trip')
+    diagnostics_period_s: float = _p(1.0, 'period of /diagnostics (feedforward counts and '
+                                     'lag, tracking error) [s]')
 
     def validate(self) -> None:
         _positive('rate_hz', self.rate_hz)
+        _choice('controller', self.controller, ('computed_torque', 'pd'))
+        _positive('gain_scale', self.gain_scale)
+        _choice('feedforward_type', self.feedforward_type, ('array', 'joint_state'))
+        _joints('feedforward_joints', self.feedforward_joints)
+        _positive('feedforward_timeout_s', self.feedforward_timeout_s)
+        _nonneg('reference_lead_s', self.reference_lead_s)
+        _positive('diagnostics_period_s', self.diagnostics_period_s)
+        for name in ('feedforward_topic', 'reference_topic'):
+            v = getattr(self, name)
+            if v and not v.startswith('/'):
+                raise ParamError(f'parameter {name} must be absolute or empty, got {v!r}')
         if not (isinstance(self.payload_ml, (int, float)) and 0 <= self.payload_ml <= 1000):
             raise ParamError(f'parameter payload_ml must be in [0, 1000] ml, got '
                              f'{self.payload_ml!r}')

@@ -21,14 +21,18 @@ from dataclasses import asdict, dataclass
 import logging
 import math
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from invdyn_ros.core.accel import AccelConfig, ensure_qdd
 from invdyn_ros.core.lstm import LstmConfig, LstmInverseDynamics, Normalizer, sequence_inputs
+from invdyn_ros.core.targets import check_target, DEFAULT_TARGET, NominalSpec, RESIDUAL_TARGETS
 from invdyn_ros.core.trajectory import DataError, Trajectory
+
+if TYPE_CHECKING:   # Pinocchio is imported only by those who train a residual target
+    from invdyn_ros.core.nominal import NominalModel
 
 _LOG = logging.getLogger(__name__)
 
@@ -50,6 +54,8 @@ class TrainConfig:
         lr: learning rate (Adagrad as in the paper, or Adam).
         optimizer: 'adagrad' or 'adam'.
         grad_clip: global gradient-norm clip (0: off).
+        weight_decay: L2 penalty on the weights (Adagrad's weight_decay; decoupled, AdamW, for
+            Adam); 0: off. Regularises the extrapolation to motions unlike the training ones.
         val_fraction: share of trajectories held out for validation / early stopping.
         patience: epochs without validation improvement before stopping (0: never stop early).
         seed: seeds numpy and torch, so a run is reproducible on the same machine.
@@ -65,6 +71,7 @@ class TrainConfig:
     lr: float = 0.05
     optimizer: str = 'adagrad'
     grad_clip: float = 1.0
+    weight_decay: float = 0.0
     val_fraction: float = 0.2
     patience: int = 6
     seed: int = 0
@@ -86,6 +93,8 @@ class TrainConfig:
             raise ValueError(f'lr must be a positive number, got {self.lr!r}')
         if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
             raise ValueError(f'grad_clip must be >= 0, got {self.grad_clip!r}')
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f'weight_decay must be >= 0, got {self.weight_decay!r}')
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f'val_fraction must be in [0, 1), got {self.val_fraction!r}')
         if self.optimizer not in OPTIMIZERS:
@@ -97,17 +106,32 @@ class TrainConfig:
 
 @dataclass
 class Prepared:
-    """One trajectory as model arrays: inputs x (T, 3d) and torques y (T, d) [Nm]."""
+    """One trajectory as model arrays: inputs x (T, 3d) and targets y (T, d) [Nm].
+
+    ``y`` is what the model learns: the measured torque for target 'full', else the measured
+    torque minus ``base``, the nominal term (T, d) [Nm] of the target (None for 'full'), so
+    ``y + base`` is always the measured torque.
+    """
 
     x: np.ndarray
     y: np.ndarray
     source: str
+    base: Optional[np.ndarray] = None
 
 
 def prepare(trajs: Sequence[Trajectory], joint_names: Sequence[str],
-            accel: AccelConfig = AccelConfig(), prefer_recorded_qdd: bool = False
+            accel: AccelConfig = AccelConfig(), prefer_recorded_qdd: bool = False,
+            target: str = DEFAULT_TARGET, nominal: Optional['NominalModel'] = None
             ) -> list[Prepared]:
-    """Select joints by name, estimate accelerations causally, stack model inputs."""
+    """Select joints by name, estimate accelerations causally, stack model inputs, and form
+    the ``target`` (a residual subtracts ``nominal`` evaluated on the same q, qd and the same
+    acceleration estimate the model sees, as the predictor does online)."""
+    check_target(target)
+    if target in RESIDUAL_TARGETS and nominal is None:
+        raise ValueError(f'target {target!r} needs a nominal model')
+    if nominal is not None and tuple(nominal.joint_names) != tuple(joint_names):
+        raise ValueError(f'nominal model joints {list(nominal.joint_names)} differ from '
+                         f'{list(joint_names)}')
     out = []
     for tr in trajs:
         tr = tr.select(joint_names)
@@ -115,7 +139,12 @@ def prepare(trajs: Sequence[Trajectory], joint_names: Sequence[str],
             _LOG.warning('%s: skipped, only %d samples', tr.source, len(tr))
             continue
         tr = ensure_qdd(tr, accel, prefer_recorded=prefer_recorded_qdd)
-        out.append(Prepared(sequence_inputs(tr.q, tr.qd, tr.qdd), tr.tau, tr.source))
+        x = sequence_inputs(tr.q, tr.qd, tr.qdd)
+        if target in RESIDUAL_TARGETS:
+            base = nominal.terms(target, tr.q, tr.qd, tr.qdd)
+            out.append(Prepared(x, tr.tau - base, tr.source, base))
+        else:
+            out.append(Prepared(x, tr.tau, tr.source))
     if not out:
         raise DataError('', f'no trajectory with at least {MIN_TRAJ_SAMPLES} samples')
     return out
@@ -202,7 +231,8 @@ def train_lstm(trajs: Sequence[Trajectory], model_config: LstmConfig,
                cfg: TrainConfig = TrainConfig(), accel: AccelConfig = AccelConfig(),
                val_trajs: Optional[Sequence[Trajectory]] = None,
                progress: Optional[Callable[[dict], None]] = None,
-               prefer_recorded_qdd: bool = False) -> TrainResult:
+               prefer_recorded_qdd: bool = False, target: str = DEFAULT_TARGET,
+               nominal: Optional['NominalModel'] = None) -> TrainResult:
     """Train an LSTM inverse-dynamics model on ``trajs``.
 
     Args:
@@ -214,6 +244,10 @@ def train_lstm(trajs: Sequence[Trajectory], model_config: LstmConfig,
             the same).
         val_trajs: explicit validation trajectories; default: ``cfg.val_fraction`` of trajs.
         progress: called after each epoch with that epoch's history entry.
+        target: what the model learns (:data:`~invdyn_ros.core.targets.TARGETS`); a residual
+            target learns the measured torque minus ``nominal``'s term. Validation scores are
+            of the target, whose error equals the error of the torque a predictor publishes.
+        nominal: the nominal model of a residual target.
 
     Returns:
         The best model by validation MSE (the last one without validation data).
@@ -225,16 +259,19 @@ def train_lstm(trajs: Sequence[Trajectory], model_config: LstmConfig,
     torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     names = model_config.joint_names
-    data = prepare(trajs, names, accel, prefer_recorded_qdd)
+    data = prepare(trajs, names, accel, prefer_recorded_qdd, target, nominal)
     if val_trajs is not None:
-        train, val = data, prepare(val_trajs, names, accel, prefer_recorded_qdd)
+        train, val = data, prepare(val_trajs, names, accel, prefer_recorded_qdd, target,
+                                   nominal)
     else:
         train, val = split_by_trajectory(data, cfg.val_fraction, rng)
     x_all = np.concatenate([d.x for d in train])
     y_all = np.concatenate([d.y for d in train])
     model = LstmInverseDynamics(model_config, Normalizer.from_data(x_all, y_all)).to(device)
     if cfg.optimizer == 'adagrad':
-        opt = torch.optim.Adagrad(model.parameters(), lr=cfg.lr)
+        opt = torch.optim.Adagrad(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    elif cfg.weight_decay > 0:
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     y_std = model.y_std
@@ -307,12 +344,26 @@ def train_lstm(trajs: Sequence[Trajectory], model_config: LstmConfig,
 
 
 def training_meta(result: TrainResult, cfg: TrainConfig, accel: AccelConfig,
-                  sources: Sequence[str]) -> dict:
-    """Training metadata for the checkpoint (what data, how, and how well)."""
+                  sources: Sequence[str], target: str = DEFAULT_TARGET,
+                  nominal_spec: Optional[NominalSpec] = None) -> dict:
+    """Training metadata for the checkpoint (what data, how, and how well), with the target
+    and, for a residual target, the nominal model's spec (so the file alone rebuilds it)."""
     last = result.history[result.best_epoch - 1] if result.history else {}
-    return {'train_config': asdict(cfg), 'accel_config': accel.to_dict(),
+    return {**target_meta(target, nominal_spec),
+            'train_config': asdict(cfg), 'accel_config': accel.to_dict(),
             'data_sources': list(sources), 'train_samples': result.train_samples,
             'val_samples': result.val_samples, 'best_epoch': result.best_epoch,
             'epochs_run': len(result.history), 'stopped': result.stopped,
             'wall_s': round(result.wall_s, 3),
             'val_mse': last.get('val_mse'), 'val_nmse': last.get('val_nmse')}
+
+
+def target_meta(target: str, nominal_spec: Optional[NominalSpec]) -> dict:
+    """Checkpoint metadata of a target: ``{'target': ...}`` plus ``'nominal'`` (the spec's
+    JSON) for a residual target. ValueError when a residual target lacks its spec."""
+    check_target(target)
+    if target not in RESIDUAL_TARGETS:
+        return {'target': target}
+    if nominal_spec is None:
+        raise ValueError(f'target {target!r} needs a nominal model spec')
+    return {'target': target, 'nominal': nominal_spec.to_dict()}

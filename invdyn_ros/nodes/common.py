@@ -17,6 +17,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 import rclpy
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -52,27 +53,60 @@ DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                              durability=DurabilityPolicy.VOLATILE)
 
 
+def _as_declared(value, declared: type, sample=None):
+    """``value`` as a parameter of the declared type would hold it: integers (and lists of
+    integers) where doubles are declared become doubles, as YAML and `ros2 param set` write
+    ``400`` for 400.0. Anything else is returned as it is (and refused by its type check)."""
+    if declared is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if (declared is list and isinstance(sample, float) and isinstance(value, (list, tuple))
+            and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        return [float(v) for v in value]
+    return value
+
+
 def declare_params(node: Node, cls: Type[P]) -> P:
     """Declare every field of ``cls`` as a parameter (with its description), read them once
-    into a ``cls`` and validate it. Raises ParamError naming a bad parameter."""
+    into a ``cls`` and validate it. Raises ParamError naming a bad parameter.
+
+    Integers given for double parameters (``-p max_gap_s:=1`` at start-up, ``ros2 param set
+    /node x 400`` at run time) are taken as doubles; every other type mismatch is refused.
+    """
     values = {}
     defaults = cls.defaults()
+    overrides = getattr(node, '_parameter_overrides', {})   # rclpy's, from --ros-args -p
     for f in fields(cls):
         default = defaults[f.name]
         desc = ParameterDescriptor(description=f.metadata.get('description', ''))
         if isinstance(default, list) and not default:
             raise ParamError(f'{cls.__name__}.{f.name}: empty list default has no type')
+        given = overrides.get(f.name)
+        if given is not None:
+            value = _as_declared(given.value, type(default), default[0] if isinstance(
+                default, list) else None)
+            if value is not given.value:
+                overrides[f.name] = Parameter(f.name, value=value)
         try:
             node.declare_parameter(f.name, default, desc)
             values[f.name] = node.get_parameter(f.name).value
         except (TypeError, ValueError, rclpy.exceptions.InvalidParameterTypeException) as e:
             raise ParamError(f'parameter {f.name}: {e}') from None
     for f in fields(cls):
-        want, got = type(defaults[f.name]), values[f.name]
-        if want is float and isinstance(got, int) and not isinstance(got, bool):
-            values[f.name] = float(got)
-        elif want is list:
-            values[f.name] = list(got)
+        if isinstance(defaults[f.name], list):
+            values[f.name] = list(values[f.name])
+
+    def _coerce(params: list) -> list:
+        out = []
+        for prm in params:
+            if prm.name in defaults:
+                default = defaults[prm.name]
+                value = _as_declared(prm.value, type(default), default[0] if isinstance(
+                    default, list) else None)
+                if value is not prm.value:
+                    prm = Parameter(prm.name, value=value)
+            out.append(prm)
+        return out
+    node.add_pre_set_parameters_callback(_coerce)
     return cls.from_dict(values)
 
 

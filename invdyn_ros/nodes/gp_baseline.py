@@ -7,7 +7,9 @@ Publishes:
     /invdyn/gp/feedforward (sensor_msgs/JointState): effort = GP mean torque [Nm], input stamp.
     /invdyn/gp/std (std_msgs/Float64MultiArray): predictive standard deviation [Nm] per joint.
     /diagnostics: rate, compute time, rejections.
-The GP is fitted offline (``invdyn train --model gp``); this node only evaluates it.
+The GP is fitted offline (``invdyn train --model gp``); this node only evaluates it. A GP
+fitted with ``--target residual_rbd`` publishes the nominal RNEA plus its residual mean, one
+with ``residual_gravity`` the residual alone (as the predictor does).
 """
 
 from __future__ import annotations
@@ -55,6 +57,14 @@ class GpBaselineNode(Node):
         accel = dataclasses.replace(AccelConfig.from_dict(meta.get('accel_config', {})),
                                     max_gap_s=p.max_gap_s)
         self._accel = AccelEstimator(len(p.joint_names), accel)
+        self._rnea = None
+        if meta.get('target') == 'residual_rbd':
+            from invdyn_ros.core.nominal import NominalModel
+            from invdyn_ros.core.targets import spec_from_meta
+            try:
+                self._rnea = NominalModel(spec_from_meta(meta)).rnea
+            except ValueError as e:
+                raise ParamError(f'parameter model_path: {p.model_path}: {e}') from None
         self._mapper = JointMapper(p.joint_names)
         self.reject = Rejections(self)
         self.latency = LatencyWindow()
@@ -97,6 +107,8 @@ class GpBaselineNode(Node):
         self._x[d:2 * d] = qd if qd is not None else self._accel.state[1]
         self._x[2 * d:] = qdd
         mean, std = self.gp.predict_one(self._x)
+        if self._rnea is not None:
+            mean = mean + self._rnea(mapped.q, self._x[d:2 * d], qdd)
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
             self.reject('non_finite_output')
             return

@@ -14,6 +14,12 @@ Publishes, for every accepted input:
 Services:
     ~/reset (std_srvs/Trigger): forget the LSTM state and the acceleration filter.
 
+Targets: a model trained on ``residual_rbd`` publishes the nominal rigid-body torque (Pinocchio
+RNEA on the URDF stored in the checkpoint) plus its residual; one trained on
+``residual_gravity`` publishes only the residual (the robot's controller adds gravity); a
+``full`` model its output. Pinocchio is imported only for a residual target. Model updates
+must carry the same target and nominal model, or they are refused.
+
 Nothing unsafe leaves the node: non-finite inputs are rejected, outputs are finite and clamped
 to torque_limits, and a sample that cannot be answered safely is not answered.
 """
@@ -38,8 +44,10 @@ from std_srvs.srv import Trigger
 from invdyn_ros.core.accel import AccelConfig
 from invdyn_ros.core.checkpoint import CheckpointError, load_lstm_weights, lstm_weights_from_bytes
 from invdyn_ros.core.joint_map import JointMapper
+from invdyn_ros.core.lstm_numpy import NumpyLstmStepper
 from invdyn_ros.core.online import OnlinePredictor
 from invdyn_ros.core.params import ParamError, PredictorParams
+from invdyn_ros.core.targets import DEFAULT_TARGET, RESIDUAL_TARGETS, spec_from_meta
 from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, FEEDFORWARD_QOS,
                                      init_ros, LatencyWindow, MODEL_QOS, Rejections,
                                      declare_params, default_model_path, diagnostics,
@@ -67,7 +75,18 @@ class PredictorNode(Node):
             raise ParamError(f'parameter model_path: {e}') from None
         self._accel = dataclasses.replace(
             AccelConfig.from_dict(meta.get('accel_config', {})), max_gap_s=p.max_gap_s)
-        self._online = OnlinePredictor(model, self._accel, p.torque_limits)
+        self.target = meta.get('target', DEFAULT_TARGET)
+        self._spec = spec_from_meta(meta)        # validated by the loader already
+        nominal = None
+        if self.target in RESIDUAL_TARGETS:
+            # Imported only here: a 'full' predictor never loads Pinocchio.
+            from invdyn_ros.core.nominal import NominalModel
+            try:
+                nominal = NominalModel(self._spec)
+            except ValueError as e:
+                raise ParamError(f'parameter model_path: {path}: {e}') from None
+        self._online = OnlinePredictor(model, self._accel, p.torque_limits, target=self.target,
+                                       nominal=nominal)
         self.model_version = int(meta.get('model_version', 0))
         self._pending: Optional[tuple] = None
         self._pending_lock = threading.Lock()
@@ -103,7 +122,7 @@ class PredictorNode(Node):
         self.get_logger().info(
             f'predicting {list(p.joint_names)} with {path} (model version '
             f'{self.model_version}, {model.config.num_layers}x{model.config.hidden_size} LSTM, '
-            f'{model.config.rate_hz:g} Hz)')
+            f'{model.config.rate_hz:g} Hz, target {self.target})')
 
     # --- control path ------------------------------------------------------------------------
     def _on_joint_state(self, msg: JointState) -> None:
@@ -174,9 +193,19 @@ class PredictorNode(Node):
                 self.reject('bad_model', str(e))
                 continue
             version = int(meta.get('model_version', 0))
+            target = meta.get('target', DEFAULT_TARGET)
+            spec = spec_from_meta(meta)
+            if target != self.target or (spec is not None and not spec.same_model(self._spec)):
+                self.reject('target_mismatch', f'model version {version} learned {target!r}'
+                            f'{" on another nominal model" if target == self.target else ""},'
+                            f' this predictor serves {self.target!r}')
+                continue
             if version <= self.model_version:
                 self.reject('stale_model', f'version {version} <= {self.model_version} in use')
                 continue
+            # Fusing the weights takes a few hundred microseconds: done here, so the swap on
+            # the control path is only a reference change.
+            model = NumpyLstmStepper(model, dtype=self._online.dtype)
             with self._pending_lock:
                 self._pending = (model, version)
             self.get_logger().info(f'model version {version} received; swapping in')
@@ -195,7 +224,8 @@ class PredictorNode(Node):
         values = {'rate_hz': f'{rate:.1f}', 'compute_p50_us': f'{p50 * 1e6:.1f}',
                   'compute_p99_us': f'{p99 * 1e6:.1f}', 'answered': self.answered,
                   'clamped': self.clamped, 'resets': self.resets,
-                  'model_version': self.model_version, 'model_updates': self.model_updates}
+                  'model_version': self.model_version, 'model_updates': self.model_updates,
+                  'target': self.target}
         self._diag_pub.publish(diagnostics(
             self, 'invdyn: predictor', values, self.reject, ok=rate > 0,
             message='predicting' if rate > 0 else 'no valid joint_states'))

@@ -10,6 +10,11 @@ Publishes:
         Weights travel over ROS, so predictor and trainer may run on different machines.
     /diagnostics: updates, publications, rejected candidates, losses.
 
+Targets: the trainer learns what the model it starts from learned (the checkpoint's
+``target``): for a residual target the measured torque minus the nominal model stored in the
+checkpoint (on the same acceleration estimate as the inputs), and every published model carries
+the same target and nominal model, so the predictor keeps publishing the same quantity.
+
 The callback only maps the message and appends it (microseconds); updates run in a worker
 thread, so training never delays the subscription (nor, being another process, the predictor).
 Optionally records every message it sees into rotating rosbag2 folders (record_bag), so
@@ -38,6 +43,7 @@ from invdyn_ros.core.checkpoint import (CheckpointError, checkpoint_to_bytes, lo
 from invdyn_ros.core.joint_map import JointMapper
 from invdyn_ros.core.online_learning import OnlineConfig, OnlineLearner
 from invdyn_ros.core.params import ParamError, TrainerParams
+from invdyn_ros.core.targets import DEFAULT_TARGET, RESIDUAL_TARGETS, spec_from_meta
 from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, init_ros, MODEL_QOS,
                                      Rejections, declare_params, default_model_path, diagnostics,
                                      joint_states_qos, refuse_runtime_changes, stamp_to_s)
@@ -47,6 +53,9 @@ from invdyn_ros.nodes.predictor import DEFAULT_MODEL
 WORKER_IDLE_S = 0.005
 DIAGNOSTICS_PERIOD_S = 1.0
 JOINT_STATES_DEPTH = 100
+#: How often the recording is flushed even when no message arrives [s]: a kill loses at most
+#: this much (the recorder itself flushes on writes at its own interval, 1 s).
+RECORD_FLUSH_PERIOD_S = 1.0
 
 
 class TrainerNode(Node):
@@ -67,10 +76,22 @@ class TrainerNode(Node):
         accel = dataclasses.replace(AccelConfig.from_dict(meta.get('accel_config', {})),
                                     max_gap_s=p.max_gap_s)
         self._accel_dict = accel.to_dict()
+        self.target = meta.get('target', DEFAULT_TARGET)
+        spec = spec_from_meta(meta)
+        self._target_meta = {'target': self.target}
+        nominal = None
+        if self.target in RESIDUAL_TARGETS:
+            from invdyn_ros.core.nominal import NominalModel
+            try:
+                nominal = NominalModel(spec)
+            except ValueError as e:
+                raise ParamError(f'parameter model_path: {path}: {e}') from None
+            self._target_meta['nominal'] = spec.to_dict()
         self.learner = OnlineLearner(model, accel, OnlineConfig(
             batch_size=p.batch_size, context=p.context, learning_rate=p.learning_rate,
             replay_batches=p.replay_batches, replay_size=p.replay_size,
-            holdout_every=p.holdout_every, holdout_size=p.holdout_size))
+            holdout_every=p.holdout_every, holdout_size=p.holdout_size),
+            target=self.target, nominal=nominal)
         self.learner.model_version = int(meta.get('model_version', 1))
         self._mapper = JointMapper(p.joint_names)
         self.reject = Rejections(self)
@@ -86,6 +107,9 @@ class TrainerNode(Node):
         self.create_subscription(JointState, '/joint_states', self._on_joint_state,
                                  joint_states_qos(JOINT_STATES_DEPTH))
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+        if self.recorder is not None:
+            # Same executor thread as the writes, so never concurrent with one.
+            self.create_timer(RECORD_FLUSH_PERIOD_S, self._flush_recording)
         self.samples = 0
         self.update_time_s = 0.0
         self._stop = threading.Event()
@@ -93,7 +117,8 @@ class TrainerNode(Node):
         self._worker = threading.Thread(target=self._work, name='invdyn-trainer', daemon=True)
         self._worker.start()
         self.get_logger().info(f'learning {list(p.joint_names)} online from {path}; batches of '
-                               f'{p.batch_size}, Adagrad lr {p.learning_rate}')
+                               f'{p.batch_size}, Adagrad lr {p.learning_rate}, target '
+                               f'{self.target}')
 
     def _on_joint_state(self, msg: JointState) -> None:
         if self.recorder is not None:
@@ -115,6 +140,12 @@ class TrainerNode(Node):
         self.learner.add_sample(t, mapped.q, mapped.qd, mapped.tau)
         self.samples += 1
 
+    def _flush_recording(self) -> None:
+        try:
+            self.recorder.flush()
+        except Exception as e:  # noqa: BLE001 - recording must never stop learning
+            self.reject('record_failed', str(e))
+
     def _work(self) -> None:
         while not self._stop.is_set():
             t0 = time.perf_counter()
@@ -131,7 +162,8 @@ class TrainerNode(Node):
         model = self.learner.candidate()
         if model is None:
             return
-        meta = {'model_version': self.learner.model_version, 'accel_config': self._accel_dict,
+        meta = {**self._target_meta, 'model_version': self.learner.model_version,
+                'accel_config': self._accel_dict,
                 'online': {'updates': self.learner.stats['updates'],
                            'samples': self.samples,
                            'holdout_nmse': self.learner.last_scores[0]}}

@@ -1,0 +1,192 @@
+"""The nominal rigid-body model of a residual target, evaluated with Pinocchio.
+
+:class:`NominalModel` builds a Pinocchio model from a :class:`~invdyn_ros.core.targets.
+NominalSpec` (URDF text, joints by name, held joints, armature) and evaluates, for the model's
+``d`` joints:
+
+* :meth:`NominalModel.rnea`: ``M(q) qdd + C(q, qd) qd + g(q)`` [Nm] (Pinocchio ``rnea``);
+* :meth:`NominalModel.gravity`: ``g(q)`` [Nm] (``computeGeneralizedGravity``).
+
+Joints of the URDF the model does not cover (e.g. joints 6 and 7 of the 7-DoF LWR when the
+model learns joints 1-5) are evaluated at the fixed positions the spec stores (``held_q``),
+with zero velocity and acceleration: the learned model's inputs do not carry those joints, so
+the nominal term must not depend on them either, and whatever torque their real motion causes
+is part of the residual. The stored positions are explicit in the checkpoint (the simulated
+LWR holds them at its home pose; ``invdyn train --hold`` sets them; unset ones are 0 rad).
+
+Cost: one sample is one ``pin.rnea`` call on preallocated arrays, a few microseconds (see
+``invdyn experiment targets``, which measures and reports it): cheap enough for a 1 kHz
+predictor. Import this module only when a residual target needs it: a 'full' predictor never
+loads Pinocchio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import pinocchio as pin
+
+from invdyn_ros.core.targets import (check_target, NominalSpec, RESIDUAL_TARGETS)
+
+#: Name of the simulated LWR's nominal model for ``invdyn train --urdf``.
+LWR_PRESET = 'lwr4plus'
+PACKAGE_URDF_SOURCE = 'package:invdyn_ros/core/models_data/kuka_lwr4plus.urdf'
+
+
+def _build(urdf_text: str) -> pin.Model:
+    try:
+        return pin.buildModelFromXML(urdf_text)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f'nominal model: Pinocchio cannot parse the URDF: {e}') from None
+
+
+def movable_joints(urdf_text: str) -> tuple[str, ...]:
+    """Names of the URDF's movable joints in Pinocchio's (tree) order."""
+    return tuple(_build(urdf_text).names[1:])
+
+
+def complete_spec(spec: NominalSpec) -> NominalSpec:
+    """``spec`` with every movable URDF joint that is not modelled and not in ``held_q`` held
+    at 0 rad, so the stored spec names every position it uses."""
+    held = dict(spec.held_q)
+    for name in movable_joints(spec.urdf_text):
+        if name not in spec.urdf_joints and name not in held:
+            held[name] = 0.0
+    return replace(spec, held_q=held).validate()
+
+
+class NominalModel:
+    """Nominal inverse dynamics and gravity for the ``d`` joints of a spec (see module doc).
+
+    Raises ValueError when the URDF lacks a named joint, a joint is not a 1-DoF joint
+    (revolute/prismatic; Pinocchio gives 'continuous' joints two coordinates), or a movable
+    joint is neither modelled nor held.
+    """
+
+    def __init__(self, spec: NominalSpec) -> None:
+        spec.validate()
+        self.spec = spec
+        model = _build(spec.urdf_text)
+        names = list(model.names)
+        movable = set(names[1:])
+        unknown = sorted((set(spec.urdf_joints) | set(spec.held_q) | set(spec.armature))
+                         - movable)
+        if unknown:
+            raise ValueError(f'nominal model: joints {unknown} are not movable joints of the '
+                             f'URDF (it has {names[1:]})')
+        missing = sorted(movable - set(spec.urdf_joints) - set(spec.held_q))
+        if missing:
+            raise ValueError(f'nominal model: URDF joints {missing} are neither modelled nor '
+                             'held (give their positions in held_q)')
+        for name in names[1:]:
+            j = model.joints[model.getJointId(name)]
+            if j.nq != 1 or j.nv != 1:
+                raise ValueError(f'nominal model: joint {name!r} has {j.nq} position and '
+                                 f'{j.nv} velocity coordinates; only 1-DoF joints are supported')
+        for name, value in spec.armature.items():
+            model.armature[model.joints[model.getJointId(name)].idx_v] = value
+        self.model = model
+        self.data = model.createData()
+        self.joint_names = spec.joint_names
+        self.dof = len(spec.joint_names)
+        jids = [model.getJointId(n) for n in spec.urdf_joints]
+        self._iq = np.array([model.joints[j].idx_q for j in jids])
+        self._iv = np.array([model.joints[j].idx_v for j in jids])
+        # Preallocated full-size state; the held joints' entries are set once and never change.
+        self._q = pin.neutral(model)
+        for name, value in spec.held_q.items():
+            self._q[model.joints[model.getJointId(name)].idx_q] = value
+        self._v = np.zeros(model.nv)
+        self._a = np.zeros(model.nv)
+
+    # --- one sample (the 1 kHz path) ---------------------------------------------------------
+    def rnea(self, q: np.ndarray, qd: np.ndarray, qdd: np.ndarray) -> np.ndarray:
+        """Nominal torque [Nm] (d,) for q [rad], qd [rad/s], qdd [rad/s^2], each (d,)."""
+        self._q[self._iq] = q
+        self._v[self._iv] = qd
+        self._a[self._iv] = qdd
+        return pin.rnea(self.model, self.data, self._q, self._v, self._a)[self._iv]
+
+    def gravity(self, q: np.ndarray) -> np.ndarray:
+        """Nominal gravity torque g(q) [Nm] (d,) for q [rad] (d,)."""
+        self._q[self._iq] = q
+        return pin.computeGeneralizedGravity(self.model, self.data, self._q)[self._iv]
+
+    def term(self, target: str, q: np.ndarray, qd: np.ndarray, qdd: np.ndarray) -> np.ndarray:
+        """What ``target`` subtracts from the measured torque, one sample, (d,) [Nm]."""
+        if target == 'residual_rbd':
+            return self.rnea(q, qd, qdd)
+        if target == 'residual_gravity':
+            return self.gravity(q)
+        raise ValueError(f'target {target!r} has no nominal term')
+
+    # --- many samples ------------------------------------------------------------------------
+    def terms(self, target: str, q: np.ndarray, qd: np.ndarray, qdd: np.ndarray) -> np.ndarray:
+        """:meth:`term` for each row of (T, d) arrays -> (T, d) [Nm]."""
+        check_target(target)
+        q, qd, qdd = (np.asarray(x, dtype=np.float64) for x in (q, qd, qdd))
+        if q.ndim != 2 or q.shape[1] != self.dof or qd.shape != q.shape or qdd.shape != q.shape:
+            raise ValueError(f'q, qd, qdd must share shape (T, {self.dof}), got {q.shape}, '
+                             f'{qd.shape}, {qdd.shape}')
+        out = np.empty_like(q)
+        for k in range(len(q)):
+            out[k] = self.term(target, q[k], qd[k], qdd[k])
+        return out
+
+
+def nominal_for(target: str, spec: Optional[NominalSpec]) -> Optional[NominalModel]:
+    """The model a target subtracts (None for 'full'); ValueError when it cannot be built."""
+    check_target(target)
+    if target not in RESIDUAL_TARGETS:
+        return None
+    if spec is None:
+        raise ValueError(f'target {target!r} needs a nominal model (a URDF)')
+    return NominalModel(spec)
+
+
+def lwr4plus_spec(joint_names: Sequence[str]) -> NominalSpec:
+    """The simulated LWR's nominal model: the packaged URDF plus the reflected rotor inertia
+    the simulator's own nominal model has (:data:`~invdyn_ros.core.lwr_sim.ARMATURE`), the
+    joints not modelled held at the simulator's home pose (joints 6-7 do not move there).
+    Friction, the flask payload and sensor noise are what it misses."""
+    from invdyn_ros.core.lwr_sim import ARMATURE, DEFAULT_URDF, HOME_Q, JOINT_NAMES
+    names = tuple(joint_names)
+    unknown = sorted(set(names) - set(JOINT_NAMES))
+    if unknown:
+        raise ValueError(f'joints {unknown} are not LWR 4+ joints {list(JOINT_NAMES)}')
+    held = {n: float(HOME_Q[i]) for i, n in enumerate(JOINT_NAMES) if n not in names}
+    return NominalSpec.from_urdf(DEFAULT_URDF, names, held_q=held,
+                                 armature=dict(zip(JOINT_NAMES, map(float, ARMATURE))),
+                                 source=f'{PACKAGE_URDF_SOURCE} (+ lwr_sim armature, held '
+                                        'joints at the home pose)')
+
+
+def spec_for(urdf: str, joint_names: Sequence[str],
+             held_q: Optional[Mapping[str, float]] = None,
+             armature: Optional[Mapping[str, float]] = None) -> NominalSpec:
+    """A complete spec from a URDF path, or :data:`LWR_PRESET` for the simulated LWR's
+    nominal model; ``held_q``/``armature`` override the preset's or add to a file's."""
+    if urdf == LWR_PRESET:
+        spec = lwr4plus_spec(joint_names)
+        spec = replace(spec, held_q={**spec.held_q, **(held_q or {})},
+                       armature={**spec.armature, **(armature or {})})
+    else:
+        spec = NominalSpec.from_urdf(urdf, joint_names, held_q=held_q, armature=armature)
+    spec = complete_spec(spec)
+    NominalModel(spec)      # fail now, naming the problem, rather than after training
+    return spec
+
+
+def apply_target(target: str, nominal: Optional[NominalModel], q: np.ndarray, qd: np.ndarray,
+                 qdd: np.ndarray, tau: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Training targets for (T, d) arrays: ``(y, base)`` with ``y = tau - base``, ``base`` the
+    nominal term (zeros for 'full') [Nm]."""
+    check_target(target)
+    if target not in RESIDUAL_TARGETS:
+        return np.asarray(tau, dtype=np.float64), np.zeros_like(tau, dtype=np.float64)
+    if nominal is None:
+        raise ValueError(f'target {target!r} needs a nominal model')
+    base = nominal.terms(target, q, qd, qdd)
+    return np.asarray(tau, dtype=np.float64) - base, base

@@ -1,0 +1,174 @@
+"""Shared pieces of the robot experiments (simulated LWR sizes, Fig. 8, Baxter, tuning).
+
+Every model is trained and scored through the package's own code paths, so a figure here is
+what ``invdyn train`` / ``invdyn eval`` would give:
+
+* inputs: :func:`invdyn_ros.core.training.prepare` (joints by name, causal acceleration
+  estimate, ``x = [q, qd, qdd]`` (T, 3d) [rad, rad/s, rad/s^2], ``y = tau`` (T, d) [Nm]);
+* LSTM: :func:`invdyn_ros.core.training.train_lstm` (truncated BPTT, the tuned
+  hyperparameters of :mod:`.hparams`), predicted by
+  :func:`~invdyn_ros.core.training.predict_sequence` from the zero state with the state carried
+  through each trajectory (equal to the predictor's step-by-step path; tested in
+  test_training.py);
+* GP: :class:`invdyn_ros.core.gp.GpInverseDynamics` (exact, or sparse variational beyond what
+  exact inference can hold) on the same prepared inputs;
+* naive: the paper's baseline for robots, the previous measured torque ``tau[k-1]``.
+
+Scoring. Every model is scored on the same samples: each test trajectory from its second
+sample on (the naive baseline has no previous torque at the first), pooled over trajectories:
+MSE [Nm^2] (the paper's eq. 3, mean over joints and samples) and normalised MSE (per-joint MSE
+divided by the variance of the true torque over the scored samples, then averaged).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import json
+import os
+from pathlib import Path
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+
+from invdyn_ros.core.accel import AccelConfig
+from invdyn_ros.core.training import Prepared, mse_scores, predict_sequence
+
+#: First sample of each test trajectory that is scored (the naive baseline needs tau[k-1]).
+SCORE_FROM = 1
+MODEL_LABELS = {'naive': 'naive (previous torque)', 'gp': 'GP', 'lstm': 'LSTM'}
+MODEL_COLOURS = {'naive': 'tab:gray', 'gp': 'tab:orange', 'lstm': 'tab:blue', 'true': 'k'}
+
+
+def naive_predictions(data: Sequence[Prepared]) -> list[np.ndarray]:
+    """The naive baseline for each trajectory: tau_hat[k] = tau[k-1] (T, d) [Nm]; row 0 (no
+    previous torque) repeats tau[0] and is never scored."""
+    return [np.concatenate([d.y[:1], d.y[:-1]]) for d in data]
+
+
+def lstm_predictions(model, data: Sequence[Prepared]) -> list[np.ndarray]:
+    """LSTM torques (T, d) [Nm] per trajectory, from the zero state, state carried."""
+    return [predict_sequence(model, d.x) for d in data]
+
+
+def gp_predictions(gp, data: Sequence[Prepared]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """GP predictive means and standard deviations (incl. noise) (T, d) [Nm] per trajectory."""
+    means, stds = [], []
+    for d in data:
+        m, s = gp.predict(d.x)
+        means.append(m)
+        stds.append(s)
+    return means, stds
+
+
+def score(preds: Sequence[np.ndarray], data: Sequence[Prepared]) -> dict:
+    """MSE [Nm^2] and nMSE, per joint and mean, of ``preds`` on the scored samples of ``data``
+    (each trajectory from :data:`SCORE_FROM` on); see :func:`~invdyn_ros.core.training.
+    mse_scores`. Adds ``samples`` (scored samples)."""
+    y = np.concatenate([d.y[SCORE_FROM:] for d in data])
+    p = np.concatenate([np.asarray(pr)[SCORE_FROM:] for pr in preds])
+    if p.shape != y.shape:
+        raise ValueError(f'predictions {p.shape} do not match the torques {y.shape}')
+    out = mse_scores(y, p)
+    out['samples'] = int(len(y))
+    return out
+
+
+def stack(data: Sequence[Prepared]) -> tuple[np.ndarray, np.ndarray]:
+    """All samples of ``data`` as one (n, 3d) input and (n, d) torque array."""
+    return np.concatenate([d.x for d in data]), np.concatenate([d.y for d in data])
+
+
+@dataclass(frozen=True)
+class GpPlan:
+    """How the GP baseline is fitted at one training-set size.
+
+    Attributes:
+        kind: 'exact' or 'sparse'.
+        points: training samples the GP fits on (exact: a random subset when the set is larger).
+        iters: optimiser iterations (exact: L-BFGS iterations after GPyTorch's Adam warm-up,
+            or Adam steps) or minibatch steps (sparse).
+        inducing: inducing points per joint (sparse).
+        optimizer: exact only: 'lbfgs' or 'adam' (cheaper per fit: one marginal-likelihood
+            evaluation per step, no warm-up or line search).
+        warm_start_points: sparse only: hyperparameters start from an exact GP on this many
+            random samples.
+    """
+
+    kind: str
+    points: int
+    iters: int
+    inducing: int = 0
+    optimizer: str = 'lbfgs'
+    warm_start_points: int = 500
+
+    def describe(self) -> str:
+        if self.kind == 'exact':
+            how = 'L-BFGS iterations' if self.optimizer == 'lbfgs' else 'Adam steps'
+            return f'exact GP, {self.points} points, {self.iters} {how}'
+        return (f'sparse variational GP, {self.inducing} inducing points, {self.iters} '
+                f'minibatch steps over {self.points} points (warm start: exact GP on '
+                f'{self.warm_start_points})')
+
+
+def fit_gp(data: Sequence[Prepared], joint_names: Sequence[str], rate_hz: float,
+           plan: GpPlan, seed: int, threads: int):
+    """Fit the GP baseline on the prepared training data (same inputs as the LSTM).
+
+    Returns the fitted :class:`~invdyn_ros.core.gp.GpInverseDynamics` and info: ``fit_s``
+    (wall seconds of the fit), ``n`` (samples used), ``plan`` (text), ``noise_std_nm``.
+    """
+    from invdyn_ros.core.gp import GpConfig, GpInverseDynamics
+    x, y = stack(data)
+    rng = np.random.default_rng(seed)
+    if plan.kind == 'exact' and len(x) > plan.points:
+        # A random subset: neighbouring samples are nearly duplicates, a random one spreads
+        # the points over the whole training set.
+        keep = np.sort(rng.choice(len(x), plan.points, replace=False))
+        x, y = x[keep], y[keep]
+    kw = dict(joint_names=tuple(joint_names), rate_hz=float(rate_hz), kind=plan.kind,
+              training_iters=plan.iters, seed=seed, threads=threads)
+    if plan.kind == 'exact':
+        kw['max_exact_points'] = max(len(x), 1)
+        kw['optimizer'] = plan.optimizer
+    else:
+        kw['num_inducing'] = min(plan.inducing, len(x))
+        kw['warm_start_points'] = min(plan.warm_start_points, len(x))
+    gp = GpInverseDynamics(GpConfig(**kw))
+    t0 = time.perf_counter()
+    info = gp.fit(x, y)
+    fit_s = time.perf_counter() - t0
+    return gp, {'fit_s': fit_s, 'n': int(info['n']), 'plan': plan.describe(),
+                'noise_std_nm': list(map(float, info.get('noise_std_nm', [])))}
+
+
+def accel_from_dict(d: Optional[dict]) -> AccelConfig:
+    return AccelConfig.from_dict(d or {}).validate()
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write then rename: a reader never sees a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: dict) -> None:
+    write_text(path, json.dumps(obj, indent=1, default=_json_default) + '\n')
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f'not JSON serialisable: {type(o).__name__}')
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
