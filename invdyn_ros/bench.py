@@ -38,7 +38,6 @@ import math
 import os
 from pathlib import Path
 import queue
-import signal
 import subprocess
 import sys
 import tempfile
@@ -617,16 +616,9 @@ class _Proc:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGINT to its process group (as ros2 launch does), then SIGKILL."""
         self.stopped = True
+        from invdyn_ros.graph import stop_popens
         p = self.popen
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGINT)
-                p.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-            except ProcessLookupError:
-                pass
+        stop_popens([p], timeout)
         for f in (p.stdin, p.stdout):
             if f is not None and not f.closed:
                 f.close()

@@ -26,6 +26,8 @@ import threading
 import time
 from typing import Optional
 
+from invdyn_ros.graph import stop_popens
+
 REFERENCE_TOPIC = '/lwr_sim/reference'
 FEEDFORWARD_TOPIC = '/invdyn/feedforward'
 #: Diagnostics period of lwr_sim in these runs [s]: the tracking RMS is reported per period.
@@ -88,19 +90,6 @@ class _Diagnostics:
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.ctx)
-
-
-def _stop(p: subprocess.Popen, timeout_s: float = 10.0) -> None:
-    import signal
-    if p.poll() is None:
-        try:
-            os.killpg(p.pid, signal.SIGINT)
-            p.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-        except ProcessLookupError:
-            pass
 
 
 def _num(d: dict, key: str) -> float:
@@ -192,7 +181,7 @@ def run_closed_loop_graph(model_path: Optional[str], seconds: float, gain_scale:
         until_s = float('inf')
         if pred is not None and stop_predictor_first_s > 0:
             until_s = _num(mon.sim[-1], 'sim_time_s') if mon.sim else 0.0
-            _stop(pred)
+            stop_popens([pred])
             time.sleep(stop_predictor_first_s)
         n = len(mon.sim)
         t_wait = time.monotonic() + 2 * DIAG_PERIOD_S + 1.0
@@ -200,8 +189,7 @@ def run_closed_loop_graph(model_path: Optional[str], seconds: float, gain_scale:
             time.sleep(0.05)
         status = {'lwr_sim_exit': sim.poll(), 'predictor_exit': pred.poll() if pred else None}
     finally:
-        for p in reversed(procs):
-            _stop(p)
+        stop_popens(list(reversed(procs)))
         mon.close()
     res = summarise(mon.sim, model_path is not None, settle_s, until_s)
     res.update(status, predictor=mon.predictor[-1] if mon.predictor else {},

@@ -190,18 +190,27 @@ def run_graph(graph: str, argv: Sequence[str], duration_s: Optional[float] = Non
     return status
 
 
-def stop_processes(procs: Sequence[Process], timeout_s: float = 10.0) -> None:
-    """SIGINT every running process (as ros2 launch does), then SIGKILL what is left."""
-    live = [p for p in procs if p.popen is not None and p.popen.poll() is None]
+def stop_popens(popens: Sequence[Optional[subprocess.Popen]], timeout_s: float = 10.0) -> None:
+    """SIGINT each running process's group (as ros2 launch does), wait up to ``timeout_s`` in
+    all, then SIGKILL what is left. Processes must have been started in their own session."""
+    live = [p for p in popens if p is not None and p.poll() is None]
     for p in live:
         try:
-            os.killpg(p.popen.pid, signal.SIGINT)
+            os.killpg(p.pid, signal.SIGINT)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + timeout_s
     for p in live:
         try:
-            p.popen.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            p.wait(timeout=max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
-            os.killpg(p.popen.pid, signal.SIGKILL)
-            p.popen.wait()
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+
+
+def stop_processes(procs: Sequence[Process], timeout_s: float = 10.0) -> None:
+    """:func:`stop_popens` for the graph's processes."""
+    stop_popens([p.popen for p in procs], timeout_s)

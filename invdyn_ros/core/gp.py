@@ -54,7 +54,7 @@ from scipy.linalg.blas import dtrsv
 import torch
 
 from invdyn_ros.core.accel import AccelConfig
-from invdyn_ros.core.lstm import DEFAULT_INPUT_KIND, INPUT_KINDS, Normalizer
+from invdyn_ros.core.lstm import DEFAULT_INPUT_KIND, ModelInterface, Normalizer
 from invdyn_ros.core.training import prepare
 from invdyn_ros.core.trajectory import Trajectory
 
@@ -124,7 +124,7 @@ def _is_int(v: object) -> bool:
 
 
 @dataclass
-class GpConfig:
+class GpConfig(ModelInterface):
     """Interface and fitting settings of a GP inverse-dynamics baseline.
 
     Attributes:
@@ -168,28 +168,6 @@ class GpConfig:
     seed: int = 0
     threads: int = DEFAULT_THREADS
 
-    def __post_init__(self) -> None:
-        if isinstance(self.joint_names, str):
-            # A bare string would silently become one joint per character.
-            raise ValueError(f'joint_names must be a sequence of names, got {self.joint_names!r}')
-        self.joint_names = tuple(self.joint_names)
-        self.validate()
-
-    @property
-    def dof(self) -> int:
-        """Number of joints d."""
-        return len(self.joint_names)
-
-    @property
-    def input_dim(self) -> int:
-        """Length of one input sample (3d for 'q_qd_qdd')."""
-        return len(INPUT_KINDS[self.input_kind]) * self.dof
-
-    @property
-    def output_dim(self) -> int:
-        """One torque per joint: d."""
-        return self.dof
-
     @property
     def resolved_optimizer(self) -> str:
         """'lbfgs' or 'adam': the optimiser ``fit`` uses."""
@@ -211,20 +189,7 @@ class GpConfig:
 
     def validate(self) -> 'GpConfig':
         """Raise ValueError naming the first unusable field; returns self."""
-        names = self.joint_names
-        if len(names) == 0:
-            raise ValueError('joint_names is empty: the model needs at least one joint')
-        if not all(isinstance(n, str) and n for n in names):
-            raise ValueError(f'joint_names must be non-empty strings, got {list(names)}')
-        if len(set(names)) != len(names):
-            dup = sorted({n for n in names if names.count(n) > 1})
-            raise ValueError(f'duplicate joint names {dup} in {list(names)}')
-        if (isinstance(self.rate_hz, bool) or not isinstance(self.rate_hz, (int, float))
-                or not math.isfinite(self.rate_hz) or self.rate_hz <= 0.0):
-            raise ValueError(f'rate_hz must be a positive finite number, got {self.rate_hz!r}')
-        if self.input_kind not in INPUT_KINDS:
-            raise ValueError(
-                f'unknown input_kind {self.input_kind!r}; known: {sorted(INPUT_KINDS)}')
+        self.validate_interface()
         if self.kind not in GP_KINDS:
             raise ValueError(f'kind must be one of {list(GP_KINDS)}, got {self.kind!r}')
         if self.optimizer not in OPTIMIZERS:

@@ -28,8 +28,8 @@ from torch import nn
 
 from invdyn_ros.core.lstm_numpy import (  # noqa: F401 (re-exported: the model's interface)
     as_lstm_weights, check_joint_names, DEFAULT_HIDDEN_SIZE, DEFAULT_INPUT_KIND,
-    DEFAULT_NUM_LAYERS, INPUT_KINDS, lstm_weight_shapes, LstmConfig, LstmWeights, Normalizer,
-    NumpyLstmStepper, NumpyState, sequence_inputs, STD_FLOOR, WEIGHT_DTYPES)
+    DEFAULT_NUM_LAYERS, INPUT_KINDS, lstm_weight_shapes, LstmConfig, LstmWeights, ModelInterface,
+    Normalizer, NumpyLstmStepper, NumpyState, sequence_inputs, STD_FLOOR, WEIGHT_DTYPES)
 
 #: (h, c), each of shape (num_layers, B, hidden_size), as torch.nn.LSTM takes and returns it.
 TorchState = tuple[torch.Tensor, torch.Tensor]

@@ -40,28 +40,16 @@ STD_FLOOR = 1e-3
 NumpyState = tuple[np.ndarray, np.ndarray]
 
 
-@dataclass
-class LstmConfig:
-    """Architecture and interface of an LSTM inverse-dynamics model.
-
-    Attributes:
-        joint_names: the d joints whose q, qd, qdd are inputs and whose torques are outputs, in
-            column order.
-        rate_hz: sample rate [Hz] the model was trained at; the LSTM state evolves per sample, so
-            the model is only valid when fed at this rate.
-        input_kind: input layout, a key of :data:`INPUT_KINDS` (``'q_qd_qdd'``: x = [q, qd, qdd]).
-        hidden_size: LSTM state size per layer.
-        num_layers: stacked LSTM layers.
-        dropout: dropout between stacked LSTM layers during training (torch.nn.LSTM semantics;
-            has no effect with one layer).
-    """
+class ModelInterface:
+    """What every model configuration shares (:class:`LstmConfig`, and the GP's
+    :class:`~invdyn_ros.core.gp.GpConfig`): the joints, the sample rate and the input layout,
+    with their derived sizes and checks. A dataclass subclass declares the fields
+    ``joint_names``, ``rate_hz`` and ``input_kind`` and adds its own checks to
+    :meth:`validate`, calling :meth:`validate_interface`."""
 
     joint_names: tuple[str, ...]
     rate_hz: float
-    input_kind: str = DEFAULT_INPUT_KIND
-    hidden_size: int = DEFAULT_HIDDEN_SIZE
-    num_layers: int = DEFAULT_NUM_LAYERS
-    dropout: float = 0.0
+    input_kind: str
 
     def __post_init__(self) -> None:
         if isinstance(self.joint_names, str):
@@ -85,8 +73,13 @@ class LstmConfig:
         """Length of one output sample: one torque per joint, d."""
         return self.dof
 
-    def validate(self) -> None:
-        """Raise ValueError naming the first unusable field."""
+    def validate(self) -> object:
+        """Raise ValueError naming the first unusable field (subclasses extend it)."""
+        self.validate_interface()
+        return self
+
+    def validate_interface(self) -> None:
+        """Raise ValueError unless joints, rate and input kind are usable."""
         names = self.joint_names
         if len(names) == 0:
             raise ValueError('joint_names is empty: the model needs at least one joint')
@@ -98,15 +91,44 @@ class LstmConfig:
         if self.input_kind not in INPUT_KINDS:
             raise ValueError(
                 f'unknown input_kind {self.input_kind!r}; known: {sorted(INPUT_KINDS)}')
+        if (isinstance(self.rate_hz, bool) or not isinstance(self.rate_hz, (int, float))
+                or not math.isfinite(self.rate_hz) or self.rate_hz <= 0.0):
+            raise ValueError(f'rate_hz must be a positive finite number, got {self.rate_hz!r}')
+
+
+@dataclass
+class LstmConfig(ModelInterface):
+    """Architecture and interface of an LSTM inverse-dynamics model.
+
+    Attributes:
+        joint_names: the d joints whose q, qd, qdd are inputs and whose torques are outputs, in
+            column order.
+        rate_hz: sample rate [Hz] the model was trained at; the LSTM state evolves per sample, so
+            the model is only valid when fed at this rate.
+        input_kind: input layout, a key of :data:`INPUT_KINDS` (``'q_qd_qdd'``: x = [q, qd, qdd]).
+        hidden_size: LSTM state size per layer.
+        num_layers: stacked LSTM layers.
+        dropout: dropout between stacked LSTM layers during training (torch.nn.LSTM semantics;
+            has no effect with one layer).
+    """
+
+    joint_names: tuple[str, ...]
+    rate_hz: float
+    input_kind: str = DEFAULT_INPUT_KIND
+    hidden_size: int = DEFAULT_HIDDEN_SIZE
+    num_layers: int = DEFAULT_NUM_LAYERS
+    dropout: float = 0.0
+
+    def validate(self) -> 'LstmConfig':
+        """Raise ValueError naming the first unusable field; returns self."""
+        self.validate_interface()
         for field_name in ('hidden_size', 'num_layers'):
             value = getattr(self, field_name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f'{field_name} must be a positive integer, got {value!r}')
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
             raise ValueError(f'dropout must be in [0, 1), got {self.dropout!r}')
-        if (isinstance(self.rate_hz, bool) or not isinstance(self.rate_hz, (int, float))
-                or not math.isfinite(self.rate_hz) or self.rate_hz <= 0.0):
-            raise ValueError(f'rate_hz must be a positive finite number, got {self.rate_hz!r}')
+        return self
 
     def architecture(self) -> dict:
         """The architecture fields (everything but the interface), JSON-ready."""
