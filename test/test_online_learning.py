@@ -171,3 +171,56 @@ def test_poisoned_targets_never_reach_a_published_model():
     assert learner.stats['diverged_discarded'] == 0 and learner.pending() == 0
     assert _same(_state(learner.published), published)
     assert all(torch.isfinite(p).all() for p in learner.model.parameters())
+
+
+def _switched(head_rls, n_before=20, n_after=12):
+    """A learner fed n_before windows of one plant, then n_after of a heavier one (the
+    inertia gain triples and an offset torque appears, as with a new payload)."""
+    cfg = OnlineConfig(batch_size=64, context=32, learning_rate=0.01, holdout_every=4,
+                       holdout_size=10, holdout_recent=2, head_rls=head_rls)
+    learner = OnlineLearner(_model(), config=cfg)
+    t, q, qd, tau = _stream(64 * (n_before + n_after))
+    _, _, _, tau_heavy = _stream(64 * (n_before + n_after), gain=6.0)
+    tau_heavy = tau_heavy + np.array([3.0, -2.0])
+    for k in range(len(t)):
+        learner.add_sample(t[k], q[k], qd[k], tau[k] if k < 64 * n_before else tau_heavy[k])
+        learner.train_pending()
+    return learner
+
+
+def test_output_layer_refit_recovers_from_a_dynamics_change_in_a_few_windows():
+    with_rls, without = _switched(True), _switched(False)
+    assert with_rls.stats['rls_resets'] >= 1 and with_rls.stats['rls_discarded'] == 0
+    assert without.stats['rls_updates'] == 0
+    # Scored on the newest held-back windows, all after the change.
+    new = with_rls.holdout_score(with_rls.model)
+    assert new < 0.3 * with_rls.holdout_score(with_rls.published)
+    assert new < 0.3 * without.holdout_score(without.model)
+    cand = with_rls.candidate()
+    assert cand is not None and all(torch.isfinite(p).all() for p in cand.parameters())
+
+
+def test_a_non_finite_output_layer_fit_changes_nothing(monkeypatch):
+    learner = _fed(OnlineConfig(batch_size=32, context=0, holdout_every=1000), 3)
+    learner.train_pending(max_updates=1)
+    assert learner.stats['rls_updates'] == 1
+    monkeypatch.setattr(np.linalg, 'solve', lambda a, b: np.full(b.shape, np.nan))
+    head = _state(learner.model.head)
+    stats = (learner._rls_r.copy(), learner._rls_z.copy())
+    assert learner.train_pending() == 2
+    assert learner.stats['rls_discarded'] == 2 and learner.stats['rls_updates'] == 1
+    assert learner.stats['updates'] == 3
+    assert all(torch.isfinite(p).all() for p in learner.model.parameters())
+    assert np.array_equal(learner._rls_r, stats[0]) and np.array_equal(learner._rls_z, stats[1])
+    # The Adagrad step still ran on the head; only the least-squares refit was skipped.
+    assert not _same(_state(learner.model.head), head) or learner.config.learning_rate == 0
+
+
+def test_trainer_params_validate_the_output_layer_fit():
+    import pytest
+    from invdyn_ros.core.params import ParamError, TrainerParams
+    TrainerParams().validate()
+    for bad in ({'rls_forgetting': 1.5}, {'rls_forgetting': 0.0}, {'rls_ridge': 0.0},
+                {'rls_jump_factor': -1.0}, {'holdout_recent': -1}, {'head_rls': 'yes'}):
+        with pytest.raises(ParamError):
+            TrainerParams(**bad).validate()

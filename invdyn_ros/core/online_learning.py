@@ -5,9 +5,14 @@ The trainer node feeds every measured sample into :meth:`OnlineLearner.add_sampl
 samples becomes a training batch (the context only warms the LSTM state; the loss is on the
 newest ``batch_size`` samples). :meth:`OnlineLearner.train_pending` runs one Adagrad update per
 batch on the new window plus ``replay_batches`` random older windows, so learning one payload
-does not erase another. Every ``holdout_every``-th window is held back instead; a candidate
-model is published only when it does not score worse on the held-back recent data than the
-model in operation (:meth:`OnlineLearner.candidate`).
+does not erase another. After each update the linear output layer is refitted by recursive
+least squares with forgetting on the LSTM's hidden state (``head_rls``): a linear fit settles
+within a few hundred samples where gradient steps need many windows, and two windows in a row
+with a jump in error (a payload change) make it forget the stale data at once. Every
+``holdout_every``-th window is held back instead; a candidate model is published only when it
+does not score worse than the model in operation on the newest ``holdout_recent`` held-back
+windows (:meth:`OnlineLearner.candidate`): after a payload change older held-back data is
+stale and would reject the adapted model.
 
 A diverging update (non-finite loss or weights) is discarded and the weights restored; the
 published model never sees it. Windows with absurd values (non-finite, or beyond
@@ -38,7 +43,6 @@ from invdyn_ros.core.targets import check_target, DEFAULT_TARGET, RESIDUAL_TARGE
 MAX_NORMALISED = 1e6
 #: Weight of the newest window in the running mean of the output layer's error (~10 windows).
 RLS_ERR_SMOOTHING = 0.1
-ADAGRAD_JUMP_SCALE = float(__import__('os').environ.get('AJS', '1.0'))
 
 
 @dataclass
@@ -61,13 +65,13 @@ class OnlineConfig:
     #: Refit the linear output layer after each update by exponentially weighted least squares
     #: on the LSTM's hidden state (recursive least squares with forgetting).
     head_rls: bool = True
-    #: Per-sample forgetting factor of that fit (0.9995: a memory of ~2000 samples).
-    rls_forgetting: float = 0.9995
+    #: Per-sample forgetting factor of that fit (0.999: a memory of ~1000 samples).
+    rls_forgetting: float = 0.999
     #: Ridge weight pulling the fitted output layer towards the starting one [-].
     rls_ridge: float = 1.0
-    #: A window whose error exceeds this factor times the running mean error (a payload
-    #: change, a new tool) makes that fit forget everything before it (0: never).
-    rls_jump_factor: float = 4.0
+    #: Two windows in a row whose error exceeds this factor times the running mean error (a
+    #: payload change, a new tool) make that fit forget everything before them (0: never).
+    rls_jump_factor: float = 10.0
 
 
 @dataclass
@@ -120,6 +124,8 @@ class OnlineLearner:
             self._rls_r = np.zeros((len(self._rls_prior), len(self._rls_prior)))
             self._rls_z = np.zeros_like(self._rls_prior)
             self._rls_err: Optional[float] = None
+            # (R, Z) of a window whose error jumped, until the next one confirms the jump.
+            self._rls_jumped: Optional[tuple[np.ndarray, np.ndarray]] = None
 
     # --- producer side (callback) ----------------------------------------------------------
     def add_sample(self, t: float, q: np.ndarray, qd: np.ndarray, tau: np.ndarray) -> bool:
@@ -235,27 +241,35 @@ class OnlineLearner:
         norm = self._norm
         y = (w.y[-w.scored:] - norm.y_mean) / norm.y_std
         decay = cfg.rls_forgetting ** w.scored
+        r_old, z_old = self._rls_r, self._rls_z
         # The output layer's error on the new window (before it is fitted): a jump well above
         # its running mean means the dynamics changed, and the old statistics are stale.
         err = float(np.mean((phi @ self._head_matrix(model) - y) ** 2))
         if not math.isfinite(err):
             self.stats['rls_discarded'] += 1
             return
-        if self._rls_err is None:
+        if len(w.x) < cfg.context + cfg.batch_size:
+            # Right after a sequence start the LSTM state is still warming up: a large error
+            # there says nothing about the dynamics, so it neither resets nor counts.
+            pass
+        elif self._rls_err is None:
             self._rls_err = err
         elif cfg.rls_jump_factor > 0 and err > cfg.rls_jump_factor * self._rls_err:
-            decay = 0.0
-            self._rls_err = err
-            self.stats['rls_resets'] += 1
-            # Adagrad's accumulated squared gradients have shrunk its steps to a crawl:
-            # shrink them too, so the LSTM itself adapts to the new dynamics faster.
-            for state in self._opt.state.values():
-                if 'sum' in state:
-                    state['sum'].mul_(ADAGRAD_JUMP_SCALE)
+            if self._rls_jumped is None:
+                # One window could be a transient (a region not seen lately): wait for the
+                # next one, keeping this one's statistics in case the change is real.
+                self._rls_jumped = (phi.T @ phi, phi.T @ y)
+            else:
+                # Two in a row: the dynamics changed. Keep only these two windows.
+                r_old, z_old = self._rls_jumped
+                self._rls_err = err
+                self._rls_jumped = None
+                self.stats['rls_resets'] += 1
         else:
             self._rls_err += RLS_ERR_SMOOTHING * (err - self._rls_err)
-        r = decay * self._rls_r + phi.T @ phi
-        z = decay * self._rls_z + phi.T @ y
+            self._rls_jumped = None
+        r = decay * r_old + phi.T @ phi
+        z = decay * z_old + phi.T @ y
         ridge = cfg.rls_ridge * np.eye(len(r))
         try:
             head = np.linalg.solve(r + ridge, z + cfg.rls_ridge * self._rls_prior)

@@ -119,6 +119,15 @@ class TrainerParams(NodeParams):
     replay_size: int = _p(200, 'batches kept in the replay buffer (oldest dropped)')
     holdout_every: int = _p(5, 'every n-th batch is held back to score candidate models')
     holdout_size: int = _p(20, 'held-back batches kept for scoring')
+    holdout_recent: int = _p(4, 'score candidates on only the newest n held-back batches (older '
+                             'ones go stale when the dynamics change); 0: all kept')
+    head_rls: bool = _p(True, 'refit the output layer after each update by recursive least '
+                        'squares on the LSTM hidden state')
+    rls_forgetting: float = _p(0.999, 'per-sample forgetting factor of that fit, in (0, 1]')
+    rls_ridge: float = _p(1.0, 'ridge weight pulling that fit towards the starting output layer')
+    rls_jump_factor: float = _p(10.0, 'two batches in a row with an error above this factor '
+                                'times the running mean make that fit forget all older data; '
+                                '0: never')
     publish_period_s: float = _p(2.0, 'least time between model publications [s]')
     model_topic: str = _p('/invdyn/model', 'topic the new weights are published on')
     checkpoint_path: str = _p('', 'where to save each published model (atomically); empty: '
@@ -139,6 +148,15 @@ class TrainerParams(NodeParams):
         for name in ('context', 'replay_batches', 'record_max_bytes', 'record_max_seconds'):
             _nonneg(name, getattr(self, name))
         _positive('learning_rate', self.learning_rate)
+        _nonneg('holdout_recent', self.holdout_recent)
+        if not isinstance(self.head_rls, bool):
+            raise ParamError(f'parameter head_rls must be a bool, got {self.head_rls!r}')
+        _positive('rls_forgetting', self.rls_forgetting)
+        if self.rls_forgetting > 1.0:
+            raise ParamError('parameter rls_forgetting must be in (0, 1], got '
+                             f'{self.rls_forgetting!r}')
+        _positive('rls_ridge', self.rls_ridge)
+        _nonneg('rls_jump_factor', self.rls_jump_factor)
         _positive('publish_period_s', self.publish_period_s)
         _positive('max_gap_s', self.max_gap_s)
         _choice('record_storage', self.record_storage, ('mcap', 'sqlite3'))

@@ -22,7 +22,8 @@ Feedforward conditions (per motion, payload 200/300/400 ml, nominal and reduced 
 5. ``online``: the LSTM (``residual_rbd``) learning online from a cold start (fresh LSTM
    weights and a zero output layer: it starts as the nominal feedforward) with the trainer
    node's defaults (:class:`~invdyn_ros.core.online_learning.OnlineLearner`: windows of 128
-   samples, Adagrad, replay, held-out gating; a candidate every 2 s of simulated time).
+   samples, Adagrad, replay, a recursive-least-squares refit of the output layer, gating on
+   the newest held-out windows; a candidate every 2 s of simulated time).
 
 Every learned feedforward is computed from the reference stream (t, q_des, qd_des) by
 :class:`~invdyn_ros.core.online.OnlinePredictor`, exactly as the predictor node computes it from
@@ -257,7 +258,10 @@ def run_closed_loop(models: Optional[Models], condition: str, motion: str, paylo
                 batch_size=tp.batch_size, context=tp.context,
                 learning_rate=online_lr if online_lr is not None else tp.learning_rate,
                 replay_batches=tp.replay_batches, replay_size=tp.replay_size,
-                holdout_every=tp.holdout_every, holdout_size=tp.holdout_size, seed=seed),
+                holdout_every=tp.holdout_every, holdout_size=tp.holdout_size,
+                holdout_recent=tp.holdout_recent, head_rls=tp.head_rls,
+                rls_forgetting=tp.rls_forgetting, rls_ridge=tp.rls_ridge,
+                rls_jump_factor=tp.rls_jump_factor, seed=seed),
                 target='residual_rbd', nominal=models.nominal)
             publish_every = int(round(tp.publish_period_s * RATE_HZ))
     err = np.empty((n, 7))

@@ -90,7 +90,10 @@ class TrainerNode(Node):
         self.learner = OnlineLearner(model, accel, OnlineConfig(
             batch_size=p.batch_size, context=p.context, learning_rate=p.learning_rate,
             replay_batches=p.replay_batches, replay_size=p.replay_size,
-            holdout_every=p.holdout_every, holdout_size=p.holdout_size),
+            holdout_every=p.holdout_every, holdout_size=p.holdout_size,
+            holdout_recent=p.holdout_recent, head_rls=p.head_rls,
+            rls_forgetting=p.rls_forgetting, rls_ridge=p.rls_ridge,
+            rls_jump_factor=p.rls_jump_factor),
             target=self.target, nominal=nominal)
         self.learner.model_version = int(meta.get('model_version', 1))
         self._mapper = JointMapper(p.joint_names)
