@@ -207,7 +207,7 @@ class OnlinePredictor:
         clamped = False
         if self._limits is not None:
             # max |tau_i| / limit_i is NaN if any output is, and > 1 iff a clamp is needed.
-            worst = float(np.max(np.abs(tau) * self._inv_limits))
+            worst = float((np.abs(tau) * self._inv_limits).max())
             ok = math.isfinite(worst)
             if ok and worst > 1.0:
                 np.minimum(tau, self._limits, out=tau)
