@@ -112,7 +112,10 @@ def test_lwr_part_measures_every_model_at_every_size(quick_run):
             assert r[m]['samples'] == part['settings']['test_samples']
         assert r['gp']['kind'] == ('exact' if r['n'] <= sizes.exact_max else 'sparse')
         assert r['lstm']['train_samples'] == r['n']
-        assert r['lstm']['epochs'] == lwr.lstm_epochs(TINY_HP, r['n'], sizes.min_presentations)
+        most, patience = lwr.lstm_epochs(TINY_HP, r['n'], sizes.min_presentations,
+                                         sizes.patience)
+        assert (r['lstm']['max_epochs'], r['lstm']['patience']) == (most, patience)
+        assert 1 <= r['lstm']['best_epoch'] <= r['lstm']['epochs'] <= most
         assert r['gp']['fit_s'] > 0 and r['lstm']['train_s'] > 0
     # The naive baseline does not depend on the training set.
     assert len({r['naive']['mse'] for r in part['sizes']}) == 1
@@ -121,7 +124,11 @@ def test_lwr_part_measures_every_model_at_every_size(quick_run):
     assert np.shape(f8['true']) == np.shape(f8['lstm']) == np.shape(f8['gp']) == (n, 5)
     assert np.all(np.array(f8['gp_std']) > 0)
     assert len(f8['motions']) == 2 and f8['motions'][1][1] <= n
-    assert part['speed']['paper_sized']['architecture'].startswith('1 x 64')
+    speed = part['speed']
+    assert speed['paper_sized']['architecture'].startswith('1 x 64')
+    assert [t['epochs'] for t in speed['timed']] == [TINY_HP.epochs] * len(speed['timed'])
+    assert speed['paper_sized']['extrapolated'] is True
+    assert len(part['analysis']['friction_var_share']) == 5
 
 
 def test_baxter_part(quick_run):
@@ -311,8 +318,9 @@ def test_lwr_goals_and_epochs():
     g = lwr.goals([row(1000, 2.0, 1.0), row(10000, 2.0, 1.01), row(30000, 2.0, 0.9)])
     assert [x['met'] for x in g] == [True, False, True]
     assert lwr.goals([row(100, 1.0, 2.0)])[-1]['met'] is None
-    assert lwr.lstm_epochs(TINY_HP, 100, 1000) == 10
-    assert lwr.lstm_epochs(TINY_HP, 10 ** 6, 1000) == TINY_HP.epochs
+    assert lwr.lstm_epochs(TINY_HP, 100, 1000, 10) == (10, 10)
+    assert lwr.lstm_epochs(TINY_HP, 100, 10000, 10) == (100, 20)
+    assert lwr.lstm_epochs(TINY_HP, 10 ** 6, 1000, 3) == (2 * TINY_HP.epochs, 3)
 
 
 def test_real_baxter_split():

@@ -94,7 +94,21 @@ def test_diverging_training_raises_clearly():
 
 
 @pytest.mark.parametrize('field,value', [('epochs', 0), ('optimizer', 'sgd'), ('lr', -1.0),
-                                         ('burn_in', 1000), ('val_fraction', 1.0)])
+                                         ('burn_in', 1000), ('val_fraction', 1.0),
+                                         ('weight_decay', -1.0), ('weight_decay', float('nan'))])
 def test_train_config_validation(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value}).validate()
+
+
+@pytest.mark.parametrize('optimizer', ['adagrad', 'adam'])
+def test_weight_decay_shrinks_the_weights(optimizer):
+    trajs = [_toy(s, n=400) for s in range(2)]
+    mcfg = LstmConfig(joint_names=NAMES, rate_hz=200.0, hidden_size=8)
+    norms = []
+    for wd in (0.0, 0.5):
+        cfg = TrainConfig(epochs=3, batch=4, window=20, segment=100, threads=1, seed=7,
+                          optimizer=optimizer, lr=0.01, weight_decay=wd, val_fraction=0.0)
+        model = train_lstm(trajs, mcfg, cfg).model
+        norms.append(sum(float((p ** 2).sum()) for p in model.parameters()))
+    assert norms[1] < norms[0]

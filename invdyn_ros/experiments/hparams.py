@@ -157,6 +157,18 @@ HEADER = """\
 """
 
 
+class _Dumper(yaml.SafeDumper):
+    """Block style, but lists of scalars on one line (the search space stays short)."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    flow = all(not isinstance(v, (list, dict)) for v in data)
+    return dumper.represent_sequence('tag:yaml.org,2002:seq', data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
 def save_hparams(path: Union[str, Path], dataset: str, hp: LstmHparams, search: dict) -> Path:
     """Set ``dataset``'s section of the file at ``path`` (other sections are kept)."""
     from invdyn_ros.experiments.common import write_text
@@ -173,7 +185,7 @@ def save_hparams(path: Union[str, Path], dataset: str, hp: LstmHparams, search: 
     ordered = {k: doc[k] for k in DATASETS if k in doc}
     ordered.update({k: v for k, v in doc.items() if k not in ordered})
     p.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(ordered, sort_keys=False, width=99, default_flow_style=None)
+    text = yaml.dump(ordered, Dumper=_Dumper, sort_keys=False, width=99)
     write_text(p, HEADER + text)
     return p
 

@@ -56,7 +56,7 @@ TINY_SIZES = PaperSizes(
             lstm_steps=20, lstm_batch=8, lstm_segment=64, lstm_burn_in=20, lstm_hidden=8),
     replace(lwr.FULL_SIZES, sizes=(60, 150), test_seconds=2.0, exact_max=60, gp_exact_iters=3,
             gp_exact_optimizer='adam', gp_inducing=20, gp_sparse_steps=5, gp_warm_start=30,
-            min_presentations=300, fig8_seconds=5.0),
+            min_presentations=300, val_seconds=1.0, fig8_seconds=5.0),
     replace(bx.FULL_SIZES, seeds=1, gp_points=60, gp_iters=3, gp_optimizer='adam',
             max_train_runs=2, max_test_runs=2, max_samples=300, epochs=2))
 
