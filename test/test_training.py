@@ -110,5 +110,5 @@ def test_weight_decay_shrinks_the_weights(optimizer):
         cfg = TrainConfig(epochs=3, batch=4, window=20, segment=100, threads=1, seed=7,
                           optimizer=optimizer, lr=0.01, weight_decay=wd, val_fraction=0.0)
         model = train_lstm(trajs, mcfg, cfg).model
-        norms.append(sum(float((p ** 2).sum()) for p in model.parameters()))
+        norms.append(sum(float((p.detach() ** 2).sum()) for p in model.parameters()))
     assert norms[1] < norms[0]

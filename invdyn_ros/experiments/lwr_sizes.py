@@ -374,13 +374,22 @@ def _speed(hp: LstmHparams, rows: list[dict], train_runs: list[Trajectory], acce
         epochs = len(res.history)
         timed.append({'n': int(n), 'train_s': res.wall_s, 'epochs': epochs,
                       's_per_epoch_per_1k': res.wall_s / epochs / n * 1000.0})
-    per_k = [t['s_per_epoch_per_1k'] for t in timed]
     last = timed[-1]
     at_goal = last['train_s'] * TIME_GOAL_SAMPLES / last['n']
-    out = {'timed': timed,
-           'linearity': ({'sizes': [t['n'] for t in timed],
-                          'max_over_min_s_per_epoch_per_sample': max(per_k) / min(per_k)}
-                         if len(timed) >= 2 else None),
+    linearity = None
+    if len(timed) >= 2:
+        # t = a + b n by least squares: a is the fixed cost of a run (start-up, the last
+        # partial batch), b the cost per sample; linear means the residuals stay small.
+        n_arr = np.array([t['n'] for t in timed], dtype=float)
+        t_arr = np.array([t['train_s'] for t in timed])
+        b, a = np.polyfit(n_arr, t_arr, 1)
+        prev = timed[-2]
+        linearity = {'sizes': [t['n'] for t in timed], 'fixed_s': float(a),
+                     's_per_1k_samples': float(b * 1000.0),
+                     'max_rel_residual': float(np.max(np.abs(t_arr - (a + b * n_arr)) / t_arr)),
+                     'time_ratio_over_size_ratio_largest_two':
+                         (last['train_s'] / prev['train_s']) / (last['n'] / prev['n'])}
+    out = {'timed': timed, 'linearity': linearity,
            'paper_sized': {
                'architecture': f'{PAPER_SIZED[0]} x {PAPER_SIZED[1]} LSTM, {3 * len(JOINTS)} '
                                f'inputs, {len(JOINTS)} outputs',
@@ -529,9 +538,12 @@ def markdown(result: dict) -> list[str]:
               'cores, its own epochs).']
     lin = sp['linearity']
     if lin:
-        lines.append(f'- Linearity: LSTM seconds per epoch per sample vary by a factor '
-                     f'{lin["max_over_min_s_per_epoch_per_sample"]:.2f} over sizes '
-                     f'{lin["sizes"]} (1.0 = exactly linear).')
+        lines.append(f'- Linearity: a least-squares line t = a + b n over sizes {lin["sizes"]} '
+                     f'gives a = {lin["fixed_s"]:.2f} s (fixed cost) and b = '
+                     f'{lin["s_per_1k_samples"]:.3f} s per 1,000 samples, largest residual '
+                     f'{lin["max_rel_residual"]:.0%} of the time; between the two largest sizes '
+                     f'time grew {lin["time_ratio_over_size_ratio_largest_two"]:.2f} times as '
+                     'fast as the sample count (1.00 = exactly linear).')
     lines += ['', '### Fig. 8: two reaching motions', '',
               f'Run seed {s["fig8_seed"]}, 300 ml, reaching only; models of the '
               f'{result["fig8"]["n_train"]}-sample row. MSE over the plotted '
