@@ -168,6 +168,18 @@ class BenchOptions:
     train_sizes: Optional[Sequence[int]] = None
     gp_sizes: Optional[Sequence[int]] = None
     epochs: Optional[int] = None
+    #: e2e: SCHED_FIFO priority of predictor and relay; None: the predictor's YAML default.
+    realtime_priority: Optional[int] = None
+
+    def rt_priority(self) -> int:
+        """The e2e real-time priority: the option, else the shipped predictor.yaml's."""
+        if self.realtime_priority is not None:
+            return int(self.realtime_priority)
+        import yaml
+        from invdyn_ros.graph import config_dir
+        with open(config_dir() / 'predictor.yaml', encoding='utf-8') as f:
+            cfg = yaml.safe_load(f)
+        return int(cfg['/**/predictor']['ros__parameters']['realtime_priority'])
 
     def settings(self) -> Settings:
         s = QUICK if self.quick else FULL
@@ -804,6 +816,27 @@ class _RssSampler:
         return [v for t, v in self.samples if t0_ns <= t <= t1_ns]
 
 
+def _cpu_s(pid: int) -> Optional[float]:
+    """CPU time (user + system, all threads) a process has used so far [s], from /proc."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cpu_per_message(before: dict, after: dict, sent: int) -> dict:
+    """CPU time per sent message [us] of each process between two :func:`_cpu_s` snapshots
+    (name -> seconds); ``this`` is the consumer, the bench process itself."""
+    out = {}
+    for name, t0 in before.items():
+        t1 = after.get(name)
+        if t0 is not None and t1 is not None and sent > 0:
+            out[name] = (t1 - t0) / sent * 1e6
+    return out
+
+
 def e2e_stats(received: Sequence[tuple[int, int]], pub: dict) -> dict:
     """Count and latency [us] of one run: the measured messages are the publisher's stamps
     from ``first_ns`` to ``last_ns``; each is counted once (its first receipt)."""
@@ -843,6 +876,8 @@ def bench_e2e(opts: BenchOptions, s: Settings, data: SimData, model_path: Path, 
               report: Report) -> dict:
     """End to end between processes over DDS (see the module docstring)."""
     traj = data.get('train')
+    # The relay gets the predictor's scheduling, so the floor stays like for like.
+    rt = opts.rt_priority()
     n = int(math.ceil((s.e2e_seconds + s.e2e_warmup_s) * opts.rate_hz)) + 10
     traj_file = tmp / 'e2e_joint_states.npz'
     with open(traj_file, 'wb') as f:
@@ -856,8 +891,10 @@ def bench_e2e(opts: BenchOptions, s: Settings, data: SimData, model_path: Path, 
         for name, (t_in, t_out) in RELAY_TOPICS.items():
             procs.append(_Proc(name, [sys.executable, '-m', 'invdyn_ros.bench', 'relay',
                                       '--in', t_in, '--out', t_out, '--executor',
-                                      'multi' if name.endswith('_mt') else 'single'], tmp))
-        predictor = _start_node('predictor', {'model_path': str(model_path)}, tmp)
+                                      'multi' if name.endswith('_mt') else 'single',
+                                      '--realtime-priority', str(rt)], tmp))
+        predictor = _start_node('predictor', {'model_path': str(model_path),
+                                              'realtime_priority': rt}, tmp)
         procs.append(predictor)
         publisher = _PublisherProc(traj_file, opts.rate_hz, tmp)
         procs.append(publisher.proc)
@@ -869,12 +906,22 @@ def bench_e2e(opts: BenchOptions, s: Settings, data: SimData, model_path: Path, 
                   NODE_START_TIMEOUT_S, f'a publisher on {topic}', procs)
         publisher.ready(NODE_START_TIMEOUT_S)
 
+        def cpu_now() -> dict:
+            snap = {p.name: _cpu_s(p.pid) for p in procs if not p.stopped}
+            snap['this'] = _cpu_s(os.getpid())
+            return snap
+
         def run(name: str, t_in: str, t_out: str, subscribers: int) -> dict:
             consumer.take(t_out)
+            cpu0 = cpu_now()
             pub = publisher.run(t_in, subscribers, s.e2e_warmup_s, s.e2e_seconds,
                                 [p for p in procs if not p.stopped])
+            cpu1 = cpu_now()
             time.sleep(DRAIN_S)
             r = e2e_stats(consumer.take(t_out), pub)
+            # Warm-up messages count too: the snapshots bracket every message sent.
+            r['cpu_us_per_message'] = _cpu_per_message(
+                cpu0, cpu1, pub['sent'] + int(round(s.e2e_warmup_s * opts.rate_hz)))
             r['window_ns'] = [int(pub['first_ns']), int(pub['last_ns'])]
             return r
 
@@ -899,8 +946,13 @@ def bench_e2e(opts: BenchOptions, s: Settings, data: SimData, model_path: Path, 
         for p in procs:
             p.check()
         rss.stop()
-        rss_mb = _rss_figures(rss, runs['predictor']['window_ns'][0],
-                              runs['predictor_trainer']['window_ns'][1])
+        w_off, w_on = runs['predictor']['window_ns'], runs['predictor_trainer']['window_ns']
+        rss_mb = _rss_figures(rss, w_off[0], w_on[1])
+        # Within each run, and over the second half of the trainer run (after the trainer's
+        # participant is matched and its first models are in): steady-state growth.
+        rss_mb['trainer_off'] = _rss_figures(rss, w_off[0], w_off[1])
+        rss_mb['trainer_on'] = _rss_figures(rss, w_on[0], w_on[1])
+        rss_mb['trainer_on_second_half'] = _rss_figures(rss, (w_on[0] + w_on[1]) // 2, w_on[1])
     finally:
         if rss is not None:
             rss.stop()
@@ -911,6 +963,7 @@ def bench_e2e(opts: BenchOptions, s: Settings, data: SimData, model_path: Path, 
         for p in procs:
             p.stop()
     result = {'rate_hz': opts.rate_hz, 'seconds': s.e2e_seconds, 'warmup_s': s.e2e_warmup_s,
+              'realtime_priority': rt,
               'domain_id': int(os.environ['ROS_DOMAIN_ID']), 'runs': runs,
               'predictor_rss_mb': rss_mb}
     _print_e2e(result, report)
@@ -943,7 +996,9 @@ def e2e_goals(runs: dict) -> dict[str, dict[str, tuple[float, float]]]:
 def _print_e2e(r: dict, report: Report) -> None:
     report.section(f'e2e: /joint_states -> node -> this process, over DDS '
                    f'({r["rate_hz"]:g} Hz, {r["seconds"]:g} s measured per run after '
-                   f'{r["warmup_s"]:g} s warm-up; domain {r["domain_id"]})')
+                   f'{r["warmup_s"]:g} s warm-up; domain {r["domain_id"]}; predictor and relays '
+                   + (f'SCHED_FIFO {r["realtime_priority"]}' if r['realtime_priority']
+                      else 'default scheduler') + ')')
     runs = r['runs']
     labels = {'relay': 'relay (no-op, 1 thread)', 'relay_mt': 'relay (no-op, 2-thread exec.)',
               'predictor': 'predictor, trainer off',
@@ -982,14 +1037,27 @@ def _print_e2e(r: dict, report: Report) -> None:
     # Unreadable memory counts as a miss: the goal cannot be shown to hold.
     report.row('predictor RSS at end of run [MB]', _fmt(m['end']), f'<= {RSS_GOAL_MB:g}',
                m['end'] is not None and m['end'] <= RSS_GOAL_MB, 'e2e', m['end'])
-    report.row('predictor RSS growth over the run [MB]', _fmt(m['growth'], 2),
-               f'none (<= {RSS_GROWTH_TOLERANCE_MB:g})',
-               m['growth'] is not None and m['growth'] <= RSS_GROWTH_TOLERANCE_MB, 'e2e',
-               m['growth'])
+    # The goal is steady state: within the trainer-off run, and over the trainer run's second
+    # half. Start to end also spans the trainer's participant joining and its first models.
+    for key, label in (('trainer_off', 'trainer-off run'),
+                       ('trainer_on_second_half', 'trainer-on run, 2nd half')):
+        g = m.get(key, {}).get('growth')
+        report.row(f'RSS growth, {label} [MB]', _fmt(g, 2),
+                   f'none (<= {RSS_GROWTH_TOLERANCE_MB:g})',
+                   g is not None and g <= RSS_GROWTH_TOLERANCE_MB, 'e2e', g)
+    report.row('RSS growth, first run start to last run end [MB]',
+               _fmt(m['growth'], 2))
+    for name in ('relay', 'predictor', 'predictor_trainer'):
+        cpu = runs[name].get('cpu_us_per_message', {})
+        parts = [f'{k} {_fmt(v, 0)}' for k, v in sorted(cpu.items())
+                 if k in ('relay', 'predictor', 'trainer', 'publisher', 'this')]
+        report.row(f'CPU/msg [us], {name}', ', '.join(parts) or 'n/a')
     report.note('goals relative to the 1-thread relay: p50 <= relay p50 + '
                 f'{E2E_P50_MARGIN_US:g} us, p99 <= max({E2E_P99_FLOOR_US:g} us, '
                 f'{E2E_P99_FACTOR:g} x relay p99); own compute: the predictor\'s /diagnostics '
-                '(callback entry to publishes, last 5000 messages, both runs)')
+                '(callback entry to publishes, last 5000 messages, both runs); CPU per message: '
+                'user + system time of each process over the run / messages sent (this = the '
+                'consumer); their sum over 1000 us is the share of the 2 cores in use at 1 kHz')
 
 
 # --- train: offline LSTM, GP fit, online update ---------------------------------------------
@@ -1333,6 +1401,7 @@ def _relay_main(args: argparse.Namespace) -> int:
     from rclpy.node import Node
     from sensor_msgs.msg import JointState
 
+    from invdyn_ros.core.sched import set_realtime
     from invdyn_ros.nodes.common import FEEDFORWARD_QOS, joint_states_qos
     rclpy.init()
     node = Node(f'invdyn_bench_relay_{args.executor}')
@@ -1345,6 +1414,8 @@ def _relay_main(args: argparse.Namespace) -> int:
         executor = (MultiThreadedExecutor(num_threads=2) if args.executor == 'multi'
                     else SingleThreadedExecutor())
         executor.add_node(node)
+        res = set_realtime(args.realtime_priority)
+        print(f'relay: {res.message}', flush=True)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -1364,6 +1435,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     r.add_argument('--in', dest='in_topic', required=True)
     r.add_argument('--out', dest='out_topic', required=True)
     r.add_argument('--executor', choices=('single', 'multi'), default='single')
+    r.add_argument('--realtime-priority', type=int, default=0,
+                   help='SCHED_FIFO priority of the relay threads (0: default scheduler)')
     pb = sub.add_parser('publish', help='/joint_states publisher driven over stdin')
     pb.add_argument('--traj', required=True, help='.npz with q, qd, tau, names')
     pb.add_argument('--rate-hz', type=float, default=1000.0)

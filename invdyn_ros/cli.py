@@ -310,6 +310,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), quick=args.quick)
 
 
+def _rt_priority(text: str) -> int:
+    from invdyn_ros.core.sched import MAX_RT_PRIORITY
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected an integer, got {text!r}') from None
+    if not 0 <= v <= MAX_RT_PRIORITY:
+        raise argparse.ArgumentTypeError(f'must be 0 (off) or 1..{MAX_RT_PRIORITY}, got {v}')
+    return v
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from invdyn_ros.bench import BenchError, BenchOptions, parse_sizes, run_bench
     try:
@@ -318,7 +329,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                             repeats=args.repeats, seconds=args.seconds,
                             train_sizes=parse_sizes('--train-sizes', args.train_sizes),
                             gp_sizes=parse_sizes('--gp-sizes', args.gp_sizes),
-                            epochs=args.epochs)
+                            epochs=args.epochs, realtime_priority=args.realtime_priority)
         run_bench(args.mode, opts, json_out=args.json)
     except BenchError as e:
         raise CliError(str(e)) from None
@@ -572,6 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument('--epochs', type=_positive_int, help='LSTM epochs for every size (10)')
     b.add_argument('--threads', type=_positive_int, default=1,
                    help='torch CPU threads for training and the naive path (default 1)')
+    b.add_argument('--realtime-priority', type=_rt_priority, default=None,
+                   help='e2e: SCHED_FIFO priority of the predictor and of the relay beside it '
+                        '(0: default scheduler; default: the predictor.yaml value)')
     b.set_defaults(func=cmd_bench)
 
     x = sub.add_parser('experiment', help="regenerate the paper's experiments")

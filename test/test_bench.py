@@ -99,8 +99,16 @@ def test_e2e_figures(quick_run):
         assert r['lost'] == r['sent'] - r['received']
         _check_numbers(r, PERCENTILE_KEYS + ('late_p50_us', 'late_p99_us', 'late_max_us'),
                        f'e2e.{name}')
-    _check_numbers(e2e['predictor_rss_mb'], ('start', 'end', 'growth', 'max'), 'rss')
-    _check_numbers(e2e, ('rate_hz', 'seconds', 'warmup_s'), 'e2e')
+        # CPU per message of the node under test and of the publisher, both > 0.
+        node = name if name.startswith('relay') else 'predictor'
+        cpu = r['cpu_us_per_message']
+        assert cpu[node] > 0 and cpu['publisher'] > 0, (name, cpu)
+    assert 'trainer' in e2e['runs']['predictor_trainer']['cpu_us_per_message']
+    rss = e2e['predictor_rss_mb']
+    _check_numbers(rss, ('start', 'end', 'growth', 'max'), 'rss')
+    for part in ('trainer_off', 'trainer_on', 'trainer_on_second_half'):
+        _check_numbers(rss[part], ('start', 'end', 'growth', 'max'), f'rss.{part}')
+    _check_numbers(e2e, ('rate_hz', 'seconds', 'warmup_s', 'realtime_priority'), 'e2e')
     assert isinstance(e2e['runs']['predictor_trainer']['trainer'], dict)
 
 

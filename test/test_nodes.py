@@ -169,11 +169,21 @@ def test_bad_model_message_is_rejected_and_old_model_kept(setup):
     setup['h'].wait_for(rejected, 5, 'diagnostics counting the bad model')
 
 
+def test_diagnostics_say_how_the_node_is_scheduled(setup):
+    # SCHED_FIFO 50 from predictor.yaml where permitted (root, CAP_SYS_NICE, rtprio limit);
+    # otherwise the node runs on and says why.
+    setup['h'].wait_for(lambda: setup['diags'], 5, 'diagnostics')
+    vals = {kv.key: kv.value for kv in setup['diags'][-1].status[0].values}
+    rt = vals['realtime']
+    assert rt.startswith('SCHED_FIFO priority 50 on ') or rt.startswith('off: SCHED_FIFO 50 '), rt
+
+
 @pytest.mark.parametrize('params,match', [
     ({'torque_limits': '[1.0]'}, 'torque_limits needs 5 values'),
     ({'model_path': '/nonexistent/model.npz'}, 'model_path'),
     ({'max_gap_s': '-1.0'}, 'max_gap_s must be a positive number'),
     ({'qos_depth': "'ten'"}, 'qos_depth'),
+    ({'realtime_priority': '99'}, 'realtime_priority must be 0 (off) or 1..98'),
 ])
 def test_bad_parameters_fail_startup_clearly(params, match):
     p = start_node('predictor', params)

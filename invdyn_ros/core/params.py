@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 import math
 from typing import Any
 
+from invdyn_ros.core.sched import MAX_NICE, MAX_RT_PRIORITY
+
 #: Joints 1-5 of the KUKA LWR 4+ (the paper's setting), as named in our URDF and the LWR stacks.
 LWR_JOINTS_1_TO_5 = ('lwr_a1_joint', 'lwr_a2_joint', 'lwr_e1_joint', 'lwr_a3_joint',
                      'lwr_a4_joint')
@@ -91,9 +93,15 @@ class PredictorParams(NodeParams):
     model_topic: str = _p('/invdyn/model', 'topic of model updates from the trainer')
     diagnostics_period_s: float = _p(1.0, 'period of /diagnostics messages [s]')
     qos_depth: int = _p(10, 'history depth of the joint_states subscription [messages]')
+    realtime_priority: int = _p(50, 'SCHED_FIFO priority of the node threads (1..98, as '
+                                'ros2_control thread_priority); 0: default scheduler. Without '
+                                'permission the node warns and runs on')
 
     def validate(self) -> None:
         _joints('joint_names', self.joint_names)
+        if not 0 <= self.realtime_priority <= MAX_RT_PRIORITY:
+            raise ParamError(f'parameter realtime_priority must be 0 (off) or 1..'
+                             f'{MAX_RT_PRIORITY}, got {self.realtime_priority}')
         if len(self.torque_limits) != len(self.joint_names):
             raise ParamError(f'parameter torque_limits needs {len(self.joint_names)} values '
                              f'(one per joint), got {len(self.torque_limits)}')
@@ -140,6 +148,8 @@ class TrainerParams(NodeParams):
                                    '0: no limit')
     max_gap_s: float = _p(0.1, 'a stamp gap longer than this [s] starts a new sequence')
     threads: int = _p(1, 'torch CPU threads for updates')
+    nice: int = _p(10, 'added to the nice value of the trainer threads (0..19) so that updates '
+                   'yield the CPU to the predictor and the controller; 0: unchanged')
 
     def validate(self) -> None:
         _joints('joint_names', self.joint_names)
@@ -149,6 +159,8 @@ class TrainerParams(NodeParams):
             _nonneg(name, getattr(self, name))
         _positive('learning_rate', self.learning_rate)
         _nonneg('holdout_recent', self.holdout_recent)
+        if not 0 <= self.nice <= MAX_NICE:
+            raise ParamError(f'parameter nice must be in 0..{MAX_NICE}, got {self.nice}')
         if not isinstance(self.head_rls, bool):
             raise ParamError(f'parameter head_rls must be a bool, got {self.head_rls!r}')
         _positive('rls_forgetting', self.rls_forgetting)

@@ -47,6 +47,7 @@ from invdyn_ros.core.joint_map import JointMapper
 from invdyn_ros.core.lstm_numpy import NumpyLstmStepper
 from invdyn_ros.core.online import OnlinePredictor
 from invdyn_ros.core.params import ParamError, PredictorParams
+from invdyn_ros.core.sched import set_realtime
 from invdyn_ros.core.targets import DEFAULT_TARGET, RESIDUAL_TARGETS, spec_from_meta
 from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, FEEDFORWARD_QOS,
                                      init_ros, LatencyWindow, MODEL_QOS, Rejections,
@@ -97,6 +98,7 @@ class PredictorNode(Node):
         self.clamped = 0
         self.resets = 0
         self.model_updates = 0
+        self.realtime = 'not applied'
         self._last_diag = (time.monotonic(), 0)
 
         self._ff_pub = self.create_publisher(JointState, '/invdyn/feedforward', FEEDFORWARD_QOS)
@@ -215,6 +217,19 @@ class PredictorNode(Node):
         self._decoder.join(timeout=2.0)
         super().destroy_node()
 
+    def apply_realtime(self) -> None:
+        """SCHED_FIFO at ``realtime_priority`` for every thread of the process (the executor
+        and Fast DDS's receive threads, all on the path of a joint_states message) except the
+        model decoder, which stays under the default scheduler: its milliseconds of work must
+        not compete with the control path. Without permission: a warning, and the node runs on.
+        """
+        res = set_realtime(self.params.realtime_priority, exclude=[self._decoder.native_id])
+        self.realtime = res.message if res.applied else f'off: {res.message}'
+        if res.applied or self.params.realtime_priority == 0:
+            self.get_logger().info(res.message)
+        else:
+            self.get_logger().warning(res.message)
+
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
         t_last, n_last = self._last_diag
@@ -225,7 +240,7 @@ class PredictorNode(Node):
                   'compute_p99_us': f'{p99 * 1e6:.1f}', 'answered': self.answered,
                   'clamped': self.clamped, 'resets': self.resets,
                   'model_version': self.model_version, 'model_updates': self.model_updates,
-                  'target': self.target}
+                  'target': self.target, 'realtime': self.realtime}
         self._diag_pub.publish(diagnostics(
             self, 'invdyn: predictor', values, self.reject, ok=rate > 0,
             message='predicting' if rate > 0 else 'no valid joint_states'))
@@ -239,6 +254,7 @@ def main(args=None) -> int:
         node = PredictorNode()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
+        node.apply_realtime()
         # Everything built so far (modules, the model, rclpy objects) lives for the whole run:
         # keep it out of the cyclic garbage collector's passes, which would otherwise walk it
         # all in the middle of some joint_states callback (a p99 outlier).

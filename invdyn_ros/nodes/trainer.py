@@ -43,6 +43,7 @@ from invdyn_ros.core.checkpoint import (CheckpointError, checkpoint_to_bytes, lo
 from invdyn_ros.core.joint_map import JointMapper
 from invdyn_ros.core.online_learning import OnlineConfig, OnlineLearner
 from invdyn_ros.core.params import ParamError, TrainerParams
+from invdyn_ros.core.sched import lower_priority
 from invdyn_ros.core.targets import DEFAULT_TARGET, RESIDUAL_TARGETS, spec_from_meta
 from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, init_ros, MODEL_QOS,
                                      Rejections, declare_params, default_model_path, diagnostics,
@@ -119,6 +120,12 @@ class TrainerNode(Node):
         self._last_publish = time.monotonic()
         self._worker = threading.Thread(target=self._work, name='invdyn-trainer', daemon=True)
         self._worker.start()
+        # Every thread of the process (executor, Fast DDS, the update worker) yields the CPU
+        # to the predictor and the controller: training is bulk work, they are not.
+        res = lower_priority(p.nice)
+        self.niceness = res.message if res.applied else f'unchanged: {res.message}'
+        (self.get_logger().info if res.applied or p.nice == 0
+         else self.get_logger().warning)(f'priority: {res.message}')
         self.get_logger().info(f'learning {list(p.joint_names)} online from {path}; batches of '
                                f'{p.batch_size}, Adagrad lr {p.learning_rate}, target '
                                f'{self.target}')
@@ -185,7 +192,8 @@ class TrainerNode(Node):
                   'candidates_rejected': st['candidates_rejected'],
                   'diverged_discarded': st['diverged_discarded'],
                   'dropped_behind': st['dropped_behind'], 'pending': self.learner.pending(),
-                  'last_update_ms': f'{self.update_time_s * 1e3:.2f}'}
+                  'last_update_ms': f'{self.update_time_s * 1e3:.2f}',
+                  'priority': self.niceness}
         self._diag_pub.publish(diagnostics(self, 'invdyn: trainer', values, self.reject,
                                            message='learning'))
 
