@@ -86,6 +86,7 @@ RELAY_TOPICS = {'relay': ('/invdyn/bench/relay_in', '/invdyn/bench/relay_out'),
                 'relay_mt': ('/invdyn/bench/relay_mt_in', '/invdyn/bench/relay_mt_out')}
 FEEDFORWARD_TOPIC = '/invdyn/feedforward'
 JOINT_STATES_TOPIC = '/joint_states'
+SAMPLES_TOPIC = '/invdyn/samples'
 #: Subscription depth of the relay, as the predictor's default qos_depth.
 RELAY_DEPTH = 10
 #: Longest wait for a node process to come up (torch import on a loaded 2-core machine) [s].
@@ -936,8 +937,12 @@ def bench_e2e(opts: BenchOptions, s: Settings, data: SimData, model_path: Path, 
         trainer = _start_node('trainer', {'model_path': str(model_path),
                                           'publish_period_s': TRAINER_PUBLISH_PERIOD_S}, tmp)
         procs.append(trainer)
+        # The trainer (input samples, as shipped) learns from the predictor's sample blocks:
+        # /joint_states keeps one subscriber; wait until the blocks have a reader.
+        _wait(lambda: consumer.node.count_subscribers(SAMPLES_TOPIC) > 0,
+              NODE_START_TIMEOUT_S, f'the trainer on {SAMPLES_TOPIC}', procs)
         runs['predictor_trainer'] = run('predictor_trainer', JOINT_STATES_TOPIC,
-                                        FEEDFORWARD_TOPIC, 2)
+                                        FEEDFORWARD_TOPIC, 1)
         time.sleep(DIAG_WAIT_S)
         runs['predictor_trainer']['diagnostics'] = _numbers(
             consumer.diagnostics.get('invdyn: predictor', {}), PREDICTOR_DIAG)
@@ -1029,6 +1034,9 @@ def _print_e2e(r: dict, report: Report) -> None:
     report.row('trainer on: updates / published / rejected',
                ' / '.join(_fmt(tr.get(k), 0) for k in
                           ('updates', 'published', 'candidates_rejected')))
+    sent_all = runs['predictor_trainer']['sent'] + int(round(r['warmup_s'] * r['rate_hz']))
+    report.row('trainer on: samples learned from / sent (incl. warm-up)',
+               f'{_fmt(tr.get("samples"), 0)} / {sent_all}')
     report.row('trainer on: last update in the node [ms]', _fmt(tr.get('last_update_ms'), 2))
     report.row('trainer on: models swapped into the predictor',
                _fmt(runs['predictor_trainer'].get('diagnostics', {}).get('model_updates'), 0))

@@ -71,11 +71,14 @@ TRAIN_ARGS: LaunchArgs = {
     'model': ('', 'LSTM checkpoint to start from; empty: the shipped default'),
     'record_bag': ('', 'folder to record joint_states into (rosbag2); empty: no recording'),
     'joint_states': ('/joint_states', 'topic of the robot joint states'),
+    'input': ('joint_states', 'learn from joint_states (needs no predictor) or from the sample '
+                              'blocks of a running predictor (samples, less CPU)'),
 }
 
 TRAIN_NODES = (
     NodeSpec('trainer', 'trainer', 'trainer.yaml',
-             overrides=(('model_path', 'model'), ('record_bag', 'record_bag')),
+             overrides=(('model_path', 'model'), ('record_bag', 'record_bag'),
+                        ('input', 'input')),
              remappings=(('/joint_states', 'joint_states'),)),
 )
 

@@ -3,7 +3,8 @@
     ros2 launch invdyn train.launch.py record_bag:=/data/lwr_session model:=/path/start.npz
 
 Run the predictor elsewhere (predict.launch.py); it picks up every model the trainer publishes
-on /invdyn/model, across machines. Without a ROS install: `invdyn up train record_bag:=...`.
+on /invdyn/model, across machines. By default this trainer learns from /joint_states itself, so
+it needs no predictor; input:=samples takes the predictor's sample blocks instead (less CPU). Without a ROS install: `invdyn up train record_bag:=...`.
 """
 
 from launch import LaunchDescription
@@ -25,11 +26,16 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'joint_states', default_value='/joint_states',
             description='topic of the robot joint states'),
+        DeclareLaunchArgument(
+            'input', default_value='joint_states',
+            description='learn from joint_states (needs no predictor) or from the sample '
+                        'blocks of a running predictor (samples, less CPU)'),
     ]
     trainer = Node(
         package='invdyn', executable='trainer', name='trainer', output='screen',
         parameters=[PathJoinSubstitution([config, 'trainer.yaml']),
                     {'model_path': LaunchConfiguration('model'),
-                     'record_bag': LaunchConfiguration('record_bag')}],
+                     'record_bag': LaunchConfiguration('record_bag'),
+                     'input': LaunchConfiguration('input')}],
         remappings=[('/joint_states', LaunchConfiguration('joint_states'))])
     return LaunchDescription(arguments + [trainer])

@@ -85,7 +85,9 @@ def test_trainer_killed_mid_update_the_predictor_keeps_the_last_good_model(tmp_p
     ckpt.parent.mkdir()
     pred = start_node('predictor', {'model_path': str(start), 'diagnostics_period_s': 0.1,
                                     'qos_depth': 1000})
+    # input joint_states: this test feeds the trainer malformed messages directly.
     trainer = start_node('trainer', {
+        'input': 'joint_states',
         'model_path': str(start), 'checkpoint_path': str(ckpt), 'batch_size': 32,
         'context': 0, 'holdout_every': 2, 'holdout_size': 4, 'replay_batches': 0,
         'publish_period_s': 0.3})
@@ -176,7 +178,8 @@ def test_trainer_killed_while_recording_loses_at_most_the_last_second(tmp_path, 
     old: an exact prefix of what was sent."""
     traj = simulate(1.0, payload_ml=200.0, seed=3).select(J)
     rec = tmp_path / 'rec'
-    trainer = start_node('trainer', {'record_bag': str(rec), 'record_max_seconds': 0.5})
+    trainer = start_node('trainer', {'input': 'joint_states', 'record_bag': str(rec),
+                                     'record_max_seconds': 0.5})
     w = _World('record_kill')
     try:
         w.h.wait_for(lambda: w.pub.get_subscription_count() > 0, 60, 'the trainer')

@@ -19,7 +19,8 @@ SEND_RATE_HZ = 400.0
 def test_trainer_records_what_it_sees(tmp_path):
     rec = tmp_path / 'rec'
     traj = simulate(1.5, payload_ml=200.0, seed=3)
-    p = start_node('trainer', {'record_bag': str(rec), 'record_storage': 'sqlite3',
+    p = start_node('trainer', {'input': 'joint_states', 'record_bag': str(rec),
+                               'record_storage': 'sqlite3',
                                'record_max_seconds': 0.5})
     h = Harness('trainer_test')
     try:
@@ -71,7 +72,8 @@ def test_trainer_learns_and_publishes_the_target_of_its_model(tmp_path):
         start.head.bias.zero_()
     path = save_checkpoint(tmp_path / 'start.npz', start, target_meta('residual_rbd', spec))
     traj = simulate(1.5, payload_ml=400.0, seed=4)
-    p = start_node('trainer', {'model_path': str(path), 'batch_size': 32, 'context': 16,
+    p = start_node('trainer', {'input': 'joint_states', 'model_path': str(path),
+                               'batch_size': 32, 'context': 16,
                                'holdout_every': 2, 'publish_period_s': 0.3})
     h = Harness('trainer_target_test')
     models = []
@@ -97,3 +99,76 @@ def test_trainer_learns_and_publishes_the_target_of_its_model(tmp_path):
     _, meta = checkpoint_from_bytes(bytes(models[-1].data), joint_names=list(j))
     assert meta['target'] == 'residual_rbd' and spec_from_meta(meta) == spec
     assert meta['model_version'] >= 2
+
+
+def test_predictor_forwards_sample_blocks_the_trainer_learns_from(tmp_path):
+    """The default graph: the predictor forwards accepted samples in blocks, the trainer
+    (input samples) learns from them and publishes models; a malformed block is refused and
+    counted, and every forwarded sample reaches the trainer."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from std_msgs.msg import Float64MultiArray, MultiArrayDimension, UInt8MultiArray
+    from ros_harness import LATCHED
+    from invdyn_ros.core.samples import decode_block
+    j = LWR_JOINTS_1_TO_5
+    rows = 32
+    traj = simulate(1.5, payload_ml=300.0, seed=6)
+    pred = start_node('predictor', {'samples_per_message': rows, 'qos_depth': 1000})
+    p = start_node('trainer', {'batch_size': 32, 'context': 16, 'holdout_every': 2,
+                               'publish_period_s': 0.3})
+    h = Harness('trainer_samples_test')
+    models, blocks, diags = [], [], []
+    try:
+        h.node.create_subscription(UInt8MultiArray, '/invdyn/model', models.append, LATCHED)
+        h.node.create_subscription(Float64MultiArray, '/invdyn/samples', blocks.append, RELIABLE)
+        h.node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, RELIABLE)
+        pub = h.node.create_publisher(JointState, '/joint_states', RELIABLE)
+        bad = h.node.create_publisher(Float64MultiArray, '/invdyn/samples', RELIABLE)
+        h.wait_for(lambda: pub.get_subscription_count() > 0, 30, 'the predictor to subscribe')
+        h.wait_for(lambda: bad.get_subscription_count() >= 2, 30, 'the trainer to subscribe')
+        time.sleep(1.0)
+        # Joints in reverse order, two extra ones: matched by name.
+        order = list(reversed(traj.joint_names))
+        idx = [traj.joint_names.index(n) for n in order]
+        for k in range(len(traj)):
+            m = JointState()
+            ns = int(round(traj.t[k] * 1e9))
+            m.header.stamp.sec, m.header.stamp.nanosec = 4000 + ns // 10**9, ns % 10**9
+            m.name = order
+            m.position = traj.q[k, idx].tolist()
+            m.velocity = traj.qd[k, idx].tolist()
+            m.effort = traj.tau[k, idx].tolist()
+            pub.publish(m)
+            time.sleep(1.0 / SEND_RATE_HZ)
+        # A block whose layout does not match its data.
+        msg = Float64MultiArray(data=[1.0] * 10)
+        msg.layout.dim = [MultiArrayDimension(label='samples', size=2, stride=32),
+                          MultiArrayDimension(label=','.join(j), size=16, stride=16)]
+        bad.publish(msg)
+        full = len(traj) // rows
+
+        def trainer_values():
+            for d in reversed(diags):
+                for st in d.status:
+                    if st.name.endswith('invdyn: trainer'):
+                        return {kv.key: kv.value for kv in st.values}
+            return {}
+        h.wait_for(lambda: len(models) > 0 and len(blocks) >= full
+                   and trainer_values().get('rejected_bad_samples') == '1'
+                   and trainer_values().get('samples') == str(full * rows), 30,
+                   'blocks, a model, the bad block counted and every sample learned from')
+    finally:
+        h.close()
+        out = stop_node(p)
+        out_pred = stop_node(pred)
+    assert 'Traceback' not in out + out_pred, out + out_pred
+    got = [b for b in blocks if len(b.data) == rows * 16]
+    assert len(got) == full
+    sel = traj.select(list(j))
+    dec = [decode_block(b.data, [(d.label, d.size, d.stride) for d in b.layout.dim], list(j))
+           for b in got]
+    q = np.concatenate([b.q for b in dec])
+    tau = np.concatenate([b.tau for b in dec])
+    np.testing.assert_allclose(q, sel.q[:full * rows], atol=1e-12)
+    np.testing.assert_allclose(tau, sel.tau[:full * rows], atol=1e-12)
+    t = np.concatenate([b.t for b in dec])
+    np.testing.assert_allclose(t - t[0], sel.t[:full * rows] - sel.t[0], atol=1e-6)

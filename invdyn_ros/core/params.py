@@ -93,12 +93,23 @@ class PredictorParams(NodeParams):
     model_topic: str = _p('/invdyn/model', 'topic of model updates from the trainer')
     diagnostics_period_s: float = _p(1.0, 'period of /diagnostics messages [s]')
     qos_depth: int = _p(10, 'history depth of the joint_states subscription [messages]')
+    forward_samples: bool = _p(True, 'publish the accepted samples (stamp, q, qd, effort) in '
+                               'blocks on samples_topic, for the trainer')
+    samples_topic: str = _p('/invdyn/samples', 'topic of those blocks')
+    samples_per_message: int = _p(128, 'samples per block [samples]')
     realtime_priority: int = _p(50, 'SCHED_FIFO priority of the node threads (1..98, as '
                                 'ros2_control thread_priority); 0: default scheduler. Without '
                                 'permission the node warns and runs on')
 
     def validate(self) -> None:
         _joints('joint_names', self.joint_names)
+        if not isinstance(self.forward_samples, bool):
+            raise ParamError(f'parameter forward_samples must be true or false, got '
+                             f'{self.forward_samples!r}')
+        _positive('samples_per_message', self.samples_per_message)
+        if not self.samples_topic.startswith('/'):
+            raise ParamError(f'parameter samples_topic must be absolute, got '
+                             f'{self.samples_topic!r}')
         if not 0 <= self.realtime_priority <= MAX_RT_PRIORITY:
             raise ParamError(f'parameter realtime_priority must be 0 (off) or 1..'
                              f'{MAX_RT_PRIORITY}, got {self.realtime_priority}')
@@ -114,11 +125,19 @@ class PredictorParams(NodeParams):
             raise ParamError(f'parameter model_topic must be absolute, got {self.model_topic!r}')
 
 
+#: What the trainer can learn from.
+TRAINER_INPUTS = ('samples', 'joint_states')
+
+
 @dataclass
 class TrainerParams(NodeParams):
     """Parameters of the online trainer node."""
 
     model_path: str = _p('', 'initial LSTM checkpoint; empty: the shipped default model')
+    input: str = _p('samples', 'what to learn from: samples (the blocks a predictor forwards '
+                    'on samples_topic; cheap) or joint_states (/joint_states itself; for a '
+                    'trainer without a predictor)')
+    samples_topic: str = _p('/invdyn/samples', 'topic of the predictor blocks')
     joint_names: list = _p(LWR_JOINTS_1_TO_5, 'joints to learn, matched by name')
     batch_size: int = _p(128, 'consecutive samples per online update (the paper: 128)')
     context: int = _p(128, 'samples before each batch run only to warm the LSTM state')
@@ -159,6 +178,12 @@ class TrainerParams(NodeParams):
             _nonneg(name, getattr(self, name))
         _positive('learning_rate', self.learning_rate)
         _nonneg('holdout_recent', self.holdout_recent)
+        if self.input not in TRAINER_INPUTS:
+            raise ParamError(f'parameter input must be one of {", ".join(TRAINER_INPUTS)}, '
+                             f'got {self.input!r}')
+        if not self.samples_topic.startswith('/'):
+            raise ParamError(f'parameter samples_topic must be absolute, got '
+                             f'{self.samples_topic!r}')
         if not 0 <= self.nice <= MAX_NICE:
             raise ParamError(f'parameter nice must be in 0..{MAX_NICE}, got {self.nice}')
         if not isinstance(self.head_rls, bool):

@@ -48,6 +48,11 @@ FEEDFORWARD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
 MODEL_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                        reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
+#: Sample blocks predictor -> trainer: reliable, deep enough for 6 s of 128-sample blocks at
+#: 1 kHz while the trainer's executor is busy (it runs niced), so no learning data is lost.
+SAMPLES_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
 DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                              reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.VOLATILE)

@@ -10,6 +10,9 @@ Publishes, for every accepted input:
     /invdyn/feedforward (sensor_msgs/JointState): names, effort = torque [Nm], the input's stamp.
     /invdyn/feedforward_cmd (std_msgs/Float64MultiArray): torques in joint_names order, what a
         ros2_control forward_command_controller (interface effort) takes on ~/commands.
+    /invdyn/samples (std_msgs/Float64MultiArray, reliable; forward_samples): the accepted
+        samples that carry velocity and effort, in blocks of samples_per_message (stamp, q, qd,
+        effort per row; core.samples), for the trainer. Published after the feedforward.
     /diagnostics (diagnostic_msgs/DiagnosticArray): rate, latency, rejections, model version.
 Services:
     ~/reset (std_srvs/Trigger): forget the LSTM state and the acceleration filter.
@@ -26,6 +29,7 @@ to torque_limits, and a sample that cannot be answered safely is not answered.
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import gc
 import queue
@@ -38,7 +42,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray, UInt8MultiArray
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from invdyn_ros.core.accel import AccelConfig
@@ -47,10 +51,12 @@ from invdyn_ros.core.joint_map import JointMapper
 from invdyn_ros.core.lstm_numpy import NumpyLstmStepper
 from invdyn_ros.core.online import OnlinePredictor
 from invdyn_ros.core.params import ParamError, PredictorParams
+from invdyn_ros.core.samples import layout as sample_layout, SampleBlocker
 from invdyn_ros.core.sched import set_realtime
 from invdyn_ros.core.targets import DEFAULT_TARGET, RESIDUAL_TARGETS, spec_from_meta
 from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, FEEDFORWARD_QOS,
                                      init_ros, LatencyWindow, MODEL_QOS, Rejections,
+                                     SAMPLES_QOS,
                                      declare_params, default_model_path, diagnostics,
                                      joint_states_qos, refuse_runtime_changes, stamp_to_s)
 
@@ -105,6 +111,15 @@ class PredictorNode(Node):
         self._cmd_pub = self.create_publisher(Float64MultiArray, '/invdyn/feedforward_cmd',
                                               FEEDFORWARD_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', DIAGNOSTICS_QOS)
+        self._blocker = None
+        if p.forward_samples:
+            self._blocker = SampleBlocker(p.joint_names, p.samples_per_message)
+            self._samples_pub = self.create_publisher(Float64MultiArray, p.samples_topic,
+                                                      SAMPLES_QOS)
+            self._samples_msg = Float64MultiArray()
+            self._samples_msg.layout.dim = [
+                MultiArrayDimension(label=label, size=size, stride=stride)
+                for label, size, stride in sample_layout(p.joint_names, p.samples_per_message)]
         # One executor thread: joint states, ~/reset and diagnostics never overlap, so a reset
         # never lands mid-step. Model bytes are only queued by their callback and decoded by a
         # worker thread (milliseconds of work that must not delay a joint_states callback).
@@ -153,6 +168,14 @@ class PredictorNode(Node):
         self._cmd_pub.publish(self._cmd)
         self.answered += 1
         self.latency.add(time.perf_counter() - t0)
+        # After the publishes (not on the feedforward's latency): the sample for the trainer.
+        if self._blocker is not None and mapped.qd is not None and mapped.tau is not None:
+            block = self._blocker.add(t, mapped.q, mapped.qd, mapped.tau)
+            if block is not None:
+                data = array.array('d')
+                data.frombytes(block.tobytes())      # the message's own type: no conversion
+                self._samples_msg.data = data
+                self._samples_pub.publish(self._samples_msg)
 
     def _swap_model(self) -> None:
         with self._pending_lock:
