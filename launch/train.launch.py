@@ -4,7 +4,8 @@
 
 Run the predictor elsewhere (predict.launch.py); it picks up every model the trainer publishes
 on /invdyn/model, across machines. By default this trainer learns from /joint_states itself, so
-it needs no predictor; input:=samples takes the predictor's sample blocks instead (less CPU). Without a ROS install: `invdyn up train record_bag:=...`.
+it needs no predictor; input:=samples takes the predictor's sample blocks instead (less CPU).
+Without a ROS install: `invdyn up train record_bag:=...`.
 """
 
 from launch import LaunchDescription

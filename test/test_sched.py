@@ -2,7 +2,6 @@
 nice value for the trainer's. Each call that changes scheduling runs in a child process, so
 pytest itself keeps its own."""
 
-import os
 import subprocess
 import sys
 import textwrap

@@ -54,7 +54,8 @@ from invdyn_ros.core.samples import decode_block, SampleBlockError
 from invdyn_ros.core.sched import lower_priority
 from invdyn_ros.core.targets import DEFAULT_TARGET, RESIDUAL_TARGETS, spec_from_meta
 from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, init_ros, MODEL_QOS,
-                                     Rejections, SAMPLES_QOS, declare_params, default_model_path, diagnostics,
+                                     Rejections, SAMPLES_QOS, declare_params,
+                                     default_model_path, diagnostics,
                                      joint_states_qos, refuse_runtime_changes, stamp_to_s)
 from invdyn_ros.nodes.predictor import DEFAULT_MODEL
 
