@@ -121,6 +121,7 @@ class Settings:
         repeats: latency: repeats (median, min and max are over these).
         e2e_seconds: e2e: measured seconds per run [s].
         e2e_warmup_s: e2e: seconds sent before the measured part of each run [s].
+        e2e_rounds: e2e: rounds of all four runs, interleaved (medians, min and max over them).
         train_sizes: LSTM training sample counts.
         test_samples: samples of the held-out simulated run that scores each LSTM.
         epochs: LSTM epochs, the same for every size.
@@ -134,6 +135,7 @@ class Settings:
     repeats: int
     e2e_seconds: float
     e2e_warmup_s: float
+    e2e_rounds: int
     train_sizes: tuple[int, ...]
     test_samples: int
     epochs: int
@@ -146,10 +148,10 @@ class Settings:
 #: Quick: well under 2 minutes for `all` on a loaded 2-core machine; indicative figures. The
 #: exact GP's default fit (Adam warm-up + L-BFGS, ~150 marginal-likelihood evaluations) takes
 #: minutes at 1000 points here, so quick runs time a few Adam steps and say so.
-QUICK = Settings(messages=2000, repeats=3, e2e_seconds=3.0, e2e_warmup_s=0.5,
+QUICK = Settings(messages=2000, repeats=3, e2e_seconds=3.0, e2e_warmup_s=0.5, e2e_rounds=1,
                  train_sizes=(1000, 5000), test_samples=2000, epochs=10, online_updates=20,
                  gp_sizes=(500, 1000), gp_iters=5, gp_predict_calls=200)
-FULL = Settings(messages=10000, repeats=5, e2e_seconds=20.0, e2e_warmup_s=2.0,
+FULL = Settings(messages=10000, repeats=5, e2e_seconds=20.0, e2e_warmup_s=2.0, e2e_rounds=3,
                 train_sizes=(1000, 10000, 100000), test_samples=10000, epochs=10,
                 online_updates=100, gp_sizes=(500, 1000), gp_iters=None, gp_predict_calls=1000)
 
@@ -166,6 +168,7 @@ class BenchOptions:
     messages: Optional[int] = None
     repeats: Optional[int] = None
     seconds: Optional[float] = None
+    rounds: Optional[int] = None
     train_sizes: Optional[Sequence[int]] = None
     gp_sizes: Optional[Sequence[int]] = None
     epochs: Optional[int] = None
@@ -185,7 +188,7 @@ class BenchOptions:
     def settings(self) -> Settings:
         s = QUICK if self.quick else FULL
         over = {'messages': self.messages, 'repeats': self.repeats,
-                'e2e_seconds': self.seconds, 'epochs': self.epochs,
+                'e2e_seconds': self.seconds, 'e2e_rounds': self.rounds, 'epochs': self.epochs,
                 'train_sizes': tuple(self.train_sizes) if self.train_sizes else None,
                 'gp_sizes': tuple(self.gp_sizes) if self.gp_sizes else None}
         return replace(s, **{k: v for k, v in over.items() if v is not None})
@@ -854,6 +857,43 @@ def e2e_stats(received: Sequence[tuple[int, int]], pub: dict) -> dict:
     return out
 
 
+#: The e2e runs of a round, in order.
+E2E_RUN_NAMES = tuple(RELAY_TOPICS) + ('predictor', 'predictor_trainer')
+#: Integer counts of a run, summed over rounds.
+E2E_COUNTS = ('sent', 'received', 'lost')
+
+
+def merge_rounds(rounds: list[dict]) -> dict:
+    """One run's figures over its rounds: counts summed; every other figure the median over
+    rounds, with ``spread`` holding median, min and max; diagnostics from the last round;
+    ``per_round`` the main figures of each."""
+    out: dict[str, Any] = {k: int(sum(r[k] for r in rounds)) for k in E2E_COUNTS}
+    out['rounds'] = len(rounds)
+    out['spread'] = {}
+    for k, v in rounds[0].items():
+        if k in E2E_COUNTS or not (v is None or isinstance(v, float)):
+            continue
+        vals = np.array([r[k] for r in rounds if r[k] is not None], dtype=float)
+        out[k] = float(np.median(vals)) if len(vals) else None
+        out['spread'][k] = ({'median': out[k], 'min': float(vals.min()),
+                             'max': float(vals.max())} if len(vals) else None)
+    cpu_names = set().union(*(r['cpu_us_per_message'] for r in rounds))
+    out['cpu_us_per_message'] = {
+        n: float(np.median([r['cpu_us_per_message'][n] for r in rounds
+                            if n in r['cpu_us_per_message']])) for n in sorted(cpu_names)}
+    for k in ('diagnostics', 'trainer'):
+        if k in rounds[-1]:
+            out[k] = rounds[-1][k]
+    out['per_round'] = [{k: r[k] for k in E2E_COUNTS + ('p50_us', 'p99_us', 'max_us')}
+                        for r in rounds]
+    return out
+
+
+def _worst_growth(figs: list[dict]) -> dict:
+    """The :func:`_rss_figures` entry with the largest growth (unreadable ones last)."""
+    return max(figs, key=lambda f: -math.inf if f['growth'] is None else f['growth'])
+
+
 def _numbers(values: dict, keys: Sequence[str]) -> dict:
     """The ``keys`` of a diagnostics status that parse as finite numbers."""
     out = {}
@@ -886,7 +926,6 @@ def bench_e2e(opts: BenchOptions, s: Settings, data: SimData, model_path: Path, 
                  names=np.array(traj.joint_names))
     procs: list[_Proc] = []
     consumer = publisher = rss = None
-    runs: dict[str, dict] = {}
     try:
         # Slow start-ups (torch import) overlap; nothing is measured until all are up.
         for name, (t_in, t_out) in RELAY_TOPICS.items():
@@ -926,38 +965,51 @@ def bench_e2e(opts: BenchOptions, s: Settings, data: SimData, model_path: Path, 
             r['window_ns'] = [int(pub['first_ns']), int(pub['last_ns'])]
             return r
 
-        for name, (t_in, t_out) in RELAY_TOPICS.items():
-            runs[name] = run(name, t_in, t_out, 1)
-        for p in [p for p in procs if p.name in RELAY_TOPICS]:
-            p.stop()            # idle, but off the machine for the predictor's runs
-        runs['predictor'] = run('predictor', JOINT_STATES_TOPIC, FEEDFORWARD_TOPIC, 1)
-        time.sleep(DIAG_WAIT_S)
-        runs['predictor']['diagnostics'] = _numbers(
-            consumer.diagnostics.get('invdyn: predictor', {}), PREDICTOR_DIAG)
-        trainer = _start_node('trainer', {'model_path': str(model_path),
-                                          'publish_period_s': TRAINER_PUBLISH_PERIOD_S}, tmp)
-        procs.append(trainer)
-        # The trainer (input samples, as shipped) learns from the predictor's sample blocks:
-        # /joint_states keeps one subscriber; wait until the blocks have a reader.
-        _wait(lambda: consumer.node.count_subscribers(SAMPLES_TOPIC) > 0,
-              NODE_START_TIMEOUT_S, f'the trainer on {SAMPLES_TOPIC}', procs)
-        runs['predictor_trainer'] = run('predictor_trainer', JOINT_STATES_TOPIC,
-                                        FEEDFORWARD_TOPIC, 1)
-        time.sleep(DIAG_WAIT_S)
-        runs['predictor_trainer']['diagnostics'] = _numbers(
-            consumer.diagnostics.get('invdyn: predictor', {}), PREDICTOR_DIAG)
-        runs['predictor_trainer']['trainer'] = _numbers(
-            consumer.diagnostics.get('invdyn: trainer', {}), TRAINER_DIAG)
+        # Rounds of all four runs, interleaved, so that a change in machine load (this is a
+        # shared VM) hits the floor and the node alike; the trainer starts and stops each round.
+        per_round: dict[str, list[dict]] = {k: [] for k in E2E_RUN_NAMES}
+        for _ in range(s.e2e_rounds):
+            for name, (t_in, t_out) in RELAY_TOPICS.items():
+                per_round[name].append(run(name, t_in, t_out, 1))
+            r = run('predictor', JOINT_STATES_TOPIC, FEEDFORWARD_TOPIC, 1)
+            time.sleep(DIAG_WAIT_S)
+            r['diagnostics'] = _numbers(consumer.diagnostics.get('invdyn: predictor', {}),
+                                        PREDICTOR_DIAG)
+            per_round['predictor'].append(r)
+            trainer = _start_node('trainer', {'model_path': str(model_path),
+                                              'publish_period_s': TRAINER_PUBLISH_PERIOD_S},
+                                  tmp)
+            procs.append(trainer)
+            consumer.diagnostics.pop('invdyn: trainer', None)
+            # The trainer (input samples, as shipped) learns from the predictor's sample
+            # blocks: /joint_states keeps one subscriber; wait until the blocks have a reader.
+            _wait(lambda: consumer.node.count_subscribers(SAMPLES_TOPIC) > 0,
+                  NODE_START_TIMEOUT_S, f'the trainer on {SAMPLES_TOPIC}', procs)
+            r = run('predictor_trainer', JOINT_STATES_TOPIC, FEEDFORWARD_TOPIC, 1)
+            time.sleep(DIAG_WAIT_S)
+            r['diagnostics'] = _numbers(consumer.diagnostics.get('invdyn: predictor', {}),
+                                        PREDICTOR_DIAG)
+            r['trainer'] = _numbers(consumer.diagnostics.get('invdyn: trainer', {}),
+                                    TRAINER_DIAG)
+            per_round['predictor_trainer'].append(r)
+            trainer.check()
+            trainer.stop()
+            _wait(lambda: consumer.node.count_subscribers(SAMPLES_TOPIC) == 0,
+                  NODE_START_TIMEOUT_S, 'the trainer to leave', procs)
         for p in procs:
             p.check()
         rss.stop()
-        w_off, w_on = runs['predictor']['window_ns'], runs['predictor_trainer']['window_ns']
-        rss_mb = _rss_figures(rss, w_off[0], w_on[1])
-        # Within each run, and over the second half of the trainer run (after the trainer's
-        # participant is matched and its first models are in): steady-state growth.
-        rss_mb['trainer_off'] = _rss_figures(rss, w_off[0], w_off[1])
-        rss_mb['trainer_on'] = _rss_figures(rss, w_on[0], w_on[1])
-        rss_mb['trainer_on_second_half'] = _rss_figures(rss, (w_on[0] + w_on[1]) // 2, w_on[1])
+        runs = {k: merge_rounds(v) for k, v in per_round.items()}
+        w_off = [r['window_ns'] for r in per_round['predictor']]
+        w_on = [r['window_ns'] for r in per_round['predictor_trainer']]
+        rss_mb = _rss_figures(rss, w_off[0][0], w_on[-1][1])
+        # Within each run, and over the second half of each trainer run (after the trainer's
+        # participant is matched and its first models are in): steady-state growth, the
+        # largest over the rounds.
+        rss_mb['trainer_off'] = _worst_growth([_rss_figures(rss, a, b) for a, b in w_off])
+        rss_mb['trainer_on'] = _worst_growth([_rss_figures(rss, a, b) for a, b in w_on])
+        rss_mb['trainer_on_second_half'] = _worst_growth(
+            [_rss_figures(rss, (a + b) // 2, b) for a, b in w_on])
     finally:
         if rss is not None:
             rss.stop()
@@ -968,7 +1020,7 @@ def bench_e2e(opts: BenchOptions, s: Settings, data: SimData, model_path: Path, 
         for p in procs:
             p.stop()
     result = {'rate_hz': opts.rate_hz, 'seconds': s.e2e_seconds, 'warmup_s': s.e2e_warmup_s,
-              'realtime_priority': rt,
+              'rounds': s.e2e_rounds, 'realtime_priority': rt,
               'domain_id': int(os.environ['ROS_DOMAIN_ID']), 'runs': runs,
               'predictor_rss_mb': rss_mb}
     _print_e2e(result, report)
@@ -1000,8 +1052,9 @@ def e2e_goals(runs: dict) -> dict[str, dict[str, tuple[float, float]]]:
 
 def _print_e2e(r: dict, report: Report) -> None:
     report.section(f'e2e: /joint_states -> node -> this process, over DDS '
-                   f'({r["rate_hz"]:g} Hz, {r["seconds"]:g} s measured per run after '
-                   f'{r["warmup_s"]:g} s warm-up; domain {r["domain_id"]}; predictor and relays '
+                   f'({r["rate_hz"]:g} Hz, {r["rounds"]} round(s) of {r["seconds"]:g} s measured '
+                   f'per run after {r["warmup_s"]:g} s warm-up, figures: median [min..max] over '
+                   f'rounds, counts summed; domain {r["domain_id"]}; predictor and relays '
                    + (f'SCHED_FIFO {r["realtime_priority"]}' if r['realtime_priority']
                       else 'default scheduler') + ')')
     runs = r['runs']
@@ -1017,13 +1070,15 @@ def _print_e2e(r: dict, report: Report) -> None:
                    (x['lost'] == 0) if is_pred else None, 'e2e', x['lost'])
         for key in ('p50_us', 'p99_us', 'max_us'):
             v = x[key]
+            sp = x.get('spread', {}).get(key)
+            text = _spread(sp) if sp and x.get('rounds', 1) > 1 else _fmt(v)
             if is_pred and key in goals[name]:
                 lim = goals[name][key][1]
                 ok = v is not None and lim is not None and v <= lim
-                report.row(f'{label}: {key[:-3]} [us]', _fmt(v), f'<= {_fmt(lim, 0)}', ok,
+                report.row(f'{label}: {key[:-3]} [us]', text, f'<= {_fmt(lim, 0)}', ok,
                            'e2e', v)
             else:
-                report.row(f'{label}: {key[:-3]} [us]', _fmt(v))
+                report.row(f'{label}: {key[:-3]} [us]', text)
         report.row(f'{label}: publisher late p99 / max [us]',
                    f'{_fmt(x["late_p99_us"])} / {_fmt(x["late_max_us"])}')
     for name in ('predictor', 'predictor_trainer'):
@@ -1031,14 +1086,15 @@ def _print_e2e(r: dict, report: Report) -> None:
         report.row(f'{labels[name]}: own compute p50 / p99 [us]',
                    f'{_fmt(diag.get("compute_p50_us"))} / {_fmt(diag.get("compute_p99_us"))}')
     tr = runs['predictor_trainer'].get('trainer', {})
-    report.row('trainer on: updates / published / rejected',
+    report.row('trainer on (last round): updates / published / rejected',
                ' / '.join(_fmt(tr.get(k), 0) for k in
                           ('updates', 'published', 'candidates_rejected')))
-    sent_all = runs['predictor_trainer']['sent'] + int(round(r['warmup_s'] * r['rate_hz']))
-    report.row('trainer on: samples learned from / sent (incl. warm-up)',
+    last = runs['predictor_trainer'].get('per_round', [runs['predictor_trainer']])[-1]
+    sent_all = last['sent'] + int(round(r['warmup_s'] * r['rate_hz']))
+    report.row('trainer on (last round): samples learned from / sent (incl. warm-up)',
                f'{_fmt(tr.get("samples"), 0)} / {sent_all}')
-    report.row('trainer on: last update in the node [ms]', _fmt(tr.get('last_update_ms'), 2))
-    report.row('trainer on: models swapped into the predictor',
+    report.row('trainer on (last round): last update [ms]', _fmt(tr.get('last_update_ms'), 2))
+    report.row('trainer on (last round): models swapped in',
                _fmt(runs['predictor_trainer'].get('diagnostics', {}).get('model_updates'), 0))
     m = r['predictor_rss_mb']
     report.row('predictor RSS at start of run [MB]', _fmt(m['start']))

@@ -326,7 +326,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     try:
         opts = BenchOptions(quick=args.quick, profile=args.profile, rate_hz=args.rate_hz,
                             threads=args.threads, model=args.model, messages=args.messages,
-                            repeats=args.repeats, seconds=args.seconds,
+                            repeats=args.repeats, seconds=args.seconds, rounds=args.rounds,
                             train_sizes=parse_sizes('--train-sizes', args.train_sizes),
                             gp_sizes=parse_sizes('--gp-sizes', args.gp_sizes),
                             epochs=args.epochs, realtime_priority=args.realtime_priority)
@@ -572,6 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='e2e: /joint_states rate [Hz] (default 1000)')
     b.add_argument('--seconds', type=_positive_float,
                    help='e2e: measured seconds per run (default 20, quick 3)')
+    b.add_argument('--rounds', type=_positive_int,
+                   help='e2e: rounds of the four runs, interleaved (default 3, quick 1)')
     b.add_argument('--messages', type=_positive_int,
                    help='latency: messages per repeat (default 10000, quick 2000)')
     b.add_argument('--repeats', type=_positive_int,
