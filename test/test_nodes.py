@@ -36,8 +36,10 @@ def _model(seed: int, traj: Trajectory) -> LstmInverseDynamics:
     return m.eval()
 
 
-@pytest.fixture(scope='module')
-def setup(tmp_path_factory):
+# Every test runs against both ways of taking joint_states: the dedicated thread (default) and
+# the rclpy executor.
+@pytest.fixture(scope='module', params=['thread', 'executor'])
+def setup(request, tmp_path_factory):
     d = tmp_path_factory.mktemp('nodes')
     traj = simulate(1.2, payload_ml=300.0, seed=5)
     m1, m2 = _model(1, traj), _model(2, traj)
@@ -45,7 +47,7 @@ def setup(tmp_path_factory):
                                               'accel_config': AccelConfig().to_dict()})
     # A deep queue: this test checks numbers, not timing, on a possibly loaded CI machine.
     proc = start_node('predictor', {'model_path': str(path), 'diagnostics_period_s': 0.2,
-                                    'qos_depth': 5000})
+                                    'qos_depth': 5000, 'receive': request.param})
     h = Harness()
     got = []
     diags = []
@@ -61,7 +63,7 @@ def setup(tmp_path_factory):
     h.wait_for(lambda: model_pub.get_subscription_count() > 0, 30, 'the model subscription')
     time.sleep(1.0)   # both ends of every connection matched
     yield dict(h=h, proc=proc, traj=traj, m1=m1, m2=m2, got=got, cmds=cmds, diags=diags,
-               pub=pub, model_pub=model_pub, reset=reset)
+               pub=pub, model_pub=model_pub, reset=reset, receive=request.param)
     h.close()
     out = stop_node(proc)
     assert 'Traceback' not in out, out
@@ -176,6 +178,8 @@ def test_diagnostics_say_how_the_node_is_scheduled(setup):
     vals = {kv.key: kv.value for kv in setup['diags'][-1].status[0].values}
     rt = vals['realtime']
     assert rt.startswith('SCHED_FIFO priority 50 on ') or rt.startswith('off: SCHED_FIFO 50 '), rt
+    assert vals['receive'] == {'thread': 'dedicated thread', 'executor': 'executor'}[
+        setup['receive']], vals['receive']
 
 
 @pytest.mark.parametrize('params,match', [
@@ -184,6 +188,7 @@ def test_diagnostics_say_how_the_node_is_scheduled(setup):
     ({'max_gap_s': '-1.0'}, 'max_gap_s must be a positive number'),
     ({'qos_depth': "'ten'"}, 'qos_depth'),
     ({'realtime_priority': '99'}, 'realtime_priority must be 0 (off) or 1..98'),
+    ({'receive': 'poll'}, 'receive must be one of thread, executor'),
 ])
 def test_bad_parameters_fail_startup_clearly(params, match):
     p = start_node('predictor', params)

@@ -97,12 +97,18 @@ class PredictorParams(NodeParams):
                                'blocks on samples_topic, for the trainer')
     samples_topic: str = _p('/invdyn/samples', 'topic of those blocks')
     samples_per_message: int = _p(128, 'samples per block [samples]')
+    receive: str = _p('thread', 'how joint_states are taken: thread (a wait set of their own in '
+                      'a dedicated thread, about a third of the CPU per message) or executor '
+                      '(the rclpy executor, with the node services and timers)')
     realtime_priority: int = _p(50, 'SCHED_FIFO priority of the node threads (1..98, as '
                                 'ros2_control thread_priority); 0: default scheduler. Without '
                                 'permission the node warns and runs on')
 
     def validate(self) -> None:
         _joints('joint_names', self.joint_names)
+        if self.receive not in PREDICTOR_RECEIVE:
+            raise ParamError(f'parameter receive must be one of {", ".join(PREDICTOR_RECEIVE)}, '
+                             f'got {self.receive!r}')
         if not isinstance(self.forward_samples, bool):
             raise ParamError(f'parameter forward_samples must be true or false, got '
                              f'{self.forward_samples!r}')
@@ -125,6 +131,8 @@ class PredictorParams(NodeParams):
             raise ParamError(f'parameter model_topic must be absolute, got {self.model_topic!r}')
 
 
+#: How the predictor can take joint_states.
+PREDICTOR_RECEIVE = ('thread', 'executor')
 #: What the trainer can learn from.
 TRAINER_INPUTS = ('samples', 'joint_states')
 

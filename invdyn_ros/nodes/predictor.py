@@ -59,6 +59,7 @@ from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, FEEDFORWA
                                      SAMPLES_QOS,
                                      declare_params, default_model_path, diagnostics,
                                      joint_states_qos, refuse_runtime_changes, stamp_to_s)
+from invdyn_ros.nodes.receiver import available as receiver_available, DedicatedReceiver
 
 DEFAULT_MODEL = 'lwr4plus_j1-5_lstm.npz'
 #: Model messages waiting to be decoded; more than this and the oldest are refused.
@@ -123,8 +124,21 @@ class PredictorNode(Node):
         # One executor thread: joint states, ~/reset and diagnostics never overlap, so a reset
         # never lands mid-step. Model bytes are only queued by their callback and decoded by a
         # worker thread (milliseconds of work that must not delay a joint_states callback).
-        self.create_subscription(JointState, '/joint_states', self._on_joint_state,
-                                 joint_states_qos(p.qos_depth))
+        self._control_lock = threading.Lock()
+        js_sub = self.create_subscription(JointState, '/joint_states', self._on_joint_state,
+                                          joint_states_qos(p.qos_depth))
+        self._receiver: Optional[DedicatedReceiver] = None
+        self.receive = 'executor'
+        if p.receive == 'thread':
+            ok, why = receiver_available(self, js_sub)
+            if ok:
+                self._receiver = DedicatedReceiver(self, js_sub, self._on_joint_state,
+                                                   name='invdyn-joint-states')
+                self.receive = why
+            else:
+                self.receive = f'executor ({why})'
+                self.get_logger().warning(f'receive: thread not possible, {why}; joint_states '
+                                          'stay on the executor')
         self.create_service(Trigger, '~/reset', self._on_reset)
         self._model_bytes: queue.Queue = queue.Queue(maxsize=MODEL_QUEUE)
         self._stop = threading.Event()
@@ -143,6 +157,11 @@ class PredictorNode(Node):
 
     # --- control path ------------------------------------------------------------------------
     def _on_joint_state(self, msg: JointState) -> None:
+        # The receiver thread and the executor's ~/reset never interleave.
+        with self._control_lock:
+            self._handle_joint_state(msg)
+
+    def _handle_joint_state(self, msg: JointState) -> None:
         t0 = time.perf_counter()
         if self._pending is not None:
             self._swap_model()
@@ -191,8 +210,9 @@ class PredictorNode(Node):
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response
                   ) -> Trigger.Response:
-        self._online.reset()
-        self.resets += 1
+        with self._control_lock:
+            self._online.reset()
+            self.resets += 1
         response.success = True
         response.message = 'LSTM state and acceleration filter reset'
         return response
@@ -235,7 +255,14 @@ class PredictorNode(Node):
                 self._pending = (model, version)
             self.get_logger().info(f'model version {version} received; swapping in')
 
+    def start_receiving(self) -> None:
+        """Start the joint_states thread (receive: thread); call once the node spins."""
+        if self._receiver is not None:
+            self._receiver.start()
+
     def destroy_node(self) -> None:
+        if self._receiver is not None:
+            self._receiver.stop()
         self._stop.set()
         self._decoder.join(timeout=2.0)
         super().destroy_node()
@@ -263,7 +290,7 @@ class PredictorNode(Node):
                   'compute_p99_us': f'{p99 * 1e6:.1f}', 'answered': self.answered,
                   'clamped': self.clamped, 'resets': self.resets,
                   'model_version': self.model_version, 'model_updates': self.model_updates,
-                  'target': self.target, 'realtime': self.realtime}
+                  'target': self.target, 'realtime': self.realtime, 'receive': self.receive}
         self._diag_pub.publish(diagnostics(
             self, 'invdyn: predictor', values, self.reject, ok=rate > 0,
             message='predicting' if rate > 0 else 'no valid joint_states'))
@@ -277,6 +304,7 @@ def main(args=None) -> int:
         node = PredictorNode()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
+        node.start_receiving()
         node.apply_realtime()
         # Everything built so far (modules, the model, rclpy objects) lives for the whole run:
         # keep it out of the cyclic garbage collector's passes, which would otherwise walk it
