@@ -91,7 +91,7 @@ FEEDFORWARD_TOPIC = '/invdyn/feedforward'
 JOINT_STATES_TOPIC = '/joint_states'
 SAMPLES_TOPIC = '/invdyn/samples'
 #: Subscription depth of the relay, as the predictor's default qos_depth.
-RELAY_DEPTH = 10
+RELAY_DEPTH = 50
 #: Longest wait for a node process to come up (torch import on a loaded 2-core machine) [s].
 NODE_START_TIMEOUT_S = 90.0
 #: Wait after a publisher has matched its subscribers, so the other direction matches too [s].
@@ -1485,7 +1485,7 @@ def _relay_main(args: argparse.Namespace) -> int:
     node = Node(f'invdyn_bench_relay_{args.executor}')
     try:
         pub = node.create_publisher(JointState, args.out_topic, FEEDFORWARD_QOS)
-        # The predictor's subscription QoS (best effort, qos_depth 10).
+        # The predictor's subscription QoS (best effort, default qos_depth).
         node.create_subscription(JointState, args.in_topic, pub.publish,
                                  joint_states_qos(RELAY_DEPTH))
         # 2 threads: as the predictor's executor.

@@ -92,7 +92,8 @@ class PredictorParams(NodeParams):
     max_gap_s: float = _p(0.1, 'a stamp gap longer than this [s] resets the LSTM state')
     model_topic: str = _p('/invdyn/model', 'topic of model updates from the trainer')
     diagnostics_period_s: float = _p(1.0, 'period of /diagnostics messages [s]')
-    qos_depth: int = _p(10, 'history depth of the joint_states subscription [messages]')
+    qos_depth: int = _p(50, 'history depth of the joint_states subscription [messages]: a '
+                        'stall of up to this many periods drops no input')
     forward_samples: bool = _p(True, 'publish the accepted samples (stamp, q, qd, effort) in '
                                'blocks on samples_topic, for the trainer')
     samples_topic: str = _p('/invdyn/samples', 'topic of those blocks')
