@@ -13,9 +13,22 @@ from invdyn_ros.core.sched import lower_priority, MAX_NICE, MAX_RT_PRIORITY, set
 LINUX = sys.platform.startswith('linux')
 
 
+#: Every child starts with a second thread parked on an event (``worker``, released by ``ev``)
+#: and the thread ids of the process at hand (``tids()``).
+PRELUDE = '''
+import os, threading
+from invdyn_ros.core.sched import leave_realtime, lower_priority, set_realtime
+ev = threading.Event()
+worker = threading.Thread(target=ev.wait)
+worker.start()
+def tids():
+    return [int(t) for t in os.listdir('/proc/self/task')]
+'''
+
+
 def _child(code: str) -> str:
-    r = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run([sys.executable, '-c', PRELUDE + textwrap.dedent(code)],
+                       capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -34,16 +47,10 @@ def test_zero_means_off_and_bad_values_are_refused():
 @pytest.mark.skipif(not LINUX, reason='SCHED_FIFO per thread is Linux only')
 def test_realtime_covers_every_thread_but_the_excluded_one():
     out = _child('''
-        import os, threading
-        from invdyn_ros.core.sched import leave_realtime, set_realtime
-        ev = threading.Event()
-        worker = threading.Thread(target=ev.wait)
-        worker.start()
         res = set_realtime(10, exclude=[worker.native_id])
-        tids = [int(t) for t in os.listdir('/proc/self/task')]
-        pol = {t: os.sched_getscheduler(t) for t in tids}
+        pol = {t: os.sched_getscheduler(t) for t in tids()}
         print(res.applied, res.message)
-        print(sum(p == os.SCHED_FIFO for p in pol.values()), len(tids),
+        print(sum(p == os.SCHED_FIFO for p in pol.values()), len(pol),
               pol[worker.native_id] == os.SCHED_OTHER)
         # A thread started afterwards inherits the class; it can leave it.
         box = []
@@ -68,15 +75,9 @@ def test_realtime_covers_every_thread_but_the_excluded_one():
 @pytest.mark.skipif(not LINUX, reason='per-thread nice values are Linux behaviour')
 def test_lower_priority_raises_the_nice_value_of_every_thread():
     out = _child('''
-        import os, threading
-        from invdyn_ros.core.sched import lower_priority
-        ev = threading.Event()
-        worker = threading.Thread(target=ev.wait)
-        worker.start()
         before = os.getpriority(os.PRIO_PROCESS, worker.native_id)
         res = lower_priority(5)
-        tids = [int(t) for t in os.listdir('/proc/self/task')]
-        print(res.applied, before, sorted({os.getpriority(os.PRIO_PROCESS, t) for t in tids}))
+        print(res.applied, before, sorted({os.getpriority(os.PRIO_PROCESS, t) for t in tids()}))
         ev.set(); worker.join()
     ''').split(maxsplit=2)
     assert out[0] == 'True', out
