@@ -50,6 +50,8 @@ from typing import Any, Callable, Optional, Sequence, TextIO
 
 import numpy as np
 
+from invdyn_ros.core.params import PredictorParams
+
 MODES = ('latency', 'e2e', 'train', 'gp')
 #: Version of the JSON layout written by ``--json``.
 JSON_SCHEMA = 1
@@ -90,8 +92,8 @@ RELAY_TOPICS = {'relay': ('/invdyn/bench/relay_in', '/invdyn/bench/relay_out'),
 FEEDFORWARD_TOPIC = '/invdyn/feedforward'
 JOINT_STATES_TOPIC = '/joint_states'
 SAMPLES_TOPIC = '/invdyn/samples'
-#: Subscription depth of the relay, as the predictor's default qos_depth.
-RELAY_DEPTH = 50
+#: Subscription depth of the relay: the predictor's default qos_depth.
+RELAY_DEPTH = PredictorParams().qos_depth
 #: Longest wait for a node process to come up (torch import on a loaded 2-core machine) [s].
 NODE_START_TIMEOUT_S = 90.0
 #: Wait after a publisher has matched its subscribers, so the other direction matches too [s].
@@ -688,18 +690,20 @@ class _Consumer:
         self._bufs: dict[str, list] = {}
         self.subs = {}
         self._receivers = []
-        from invdyn_ros.nodes.receiver import available, DedicatedReceiver
+        from invdyn_ros.nodes.receiver import DedicatedReceiver
         for topic in topics:
             self._bufs[topic] = []
             self.subs[topic] = sub = self.node.create_subscription(
                 JointState, topic, self._recorder(topic), qos)
             # As the predictor takes joint_states: each topic in a thread of its own, so the
             # instrument takes about a third of the CPU an executor would on this machine.
-            if available(self.node, sub)[0]:
+            try:
                 rx = DedicatedReceiver(self.node, sub, self._recorder(topic),
                                        name=f'bench-rx{len(self._receivers)}')
-                rx.start()
-                self._receivers.append(rx)
+            except RuntimeError:
+                continue                    # this rclpy lacks the calls: the executor takes it
+            rx.start()
+            self._receivers.append(rx)
         self.diagnostics: dict[str, dict[str, str]] = {}
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag,
                                       QoSProfile(depth=10,

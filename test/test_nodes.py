@@ -188,7 +188,7 @@ def test_diagnostics_say_how_the_node_is_scheduled(setup):
     ({'max_gap_s': '-1.0'}, 'max_gap_s must be a positive number'),
     ({'qos_depth': "'ten'"}, 'qos_depth'),
     ({'realtime_priority': '99'}, 'realtime_priority must be 0 (off) or 1..98'),
-    ({'receive': 'poll'}, 'receive must be one of thread, executor'),
+    ({'receive': 'poll'}, "receive must be one of ['thread', 'executor']"),
 ])
 def test_bad_parameters_fail_startup_clearly(params, match):
     p = start_node('predictor', params)

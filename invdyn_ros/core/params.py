@@ -54,6 +54,11 @@ def _choice(name: str, v: str, choices: tuple) -> None:
         raise ParamError(f'parameter {name} must be one of {list(choices)}, got {v!r}')
 
 
+def _topic(name: str, v: str) -> None:
+    if not v.startswith('/'):
+        raise ParamError(f'parameter {name} must be absolute, got {v!r}')
+
+
 class NodeParams:
     """Mixin: field descriptions and dict conversion for the node parameter dataclasses."""
 
@@ -107,16 +112,12 @@ class PredictorParams(NodeParams):
 
     def validate(self) -> None:
         _joints('joint_names', self.joint_names)
-        if self.receive not in PREDICTOR_RECEIVE:
-            raise ParamError(f'parameter receive must be one of {", ".join(PREDICTOR_RECEIVE)}, '
-                             f'got {self.receive!r}')
+        _choice('receive', self.receive, PREDICTOR_RECEIVE)
         if not isinstance(self.forward_samples, bool):
             raise ParamError(f'parameter forward_samples must be true or false, got '
                              f'{self.forward_samples!r}')
         _positive('samples_per_message', self.samples_per_message)
-        if not self.samples_topic.startswith('/'):
-            raise ParamError(f'parameter samples_topic must be absolute, got '
-                             f'{self.samples_topic!r}')
+        _topic('samples_topic', self.samples_topic)
         if not 0 <= self.realtime_priority <= MAX_RT_PRIORITY:
             raise ParamError(f'parameter realtime_priority must be 0 (off) or 1..'
                              f'{MAX_RT_PRIORITY}, got {self.realtime_priority}')
@@ -128,8 +129,7 @@ class PredictorParams(NodeParams):
         _positive('max_gap_s', self.max_gap_s)
         _positive('diagnostics_period_s', self.diagnostics_period_s)
         _positive('qos_depth', self.qos_depth)
-        if not self.model_topic.startswith('/'):
-            raise ParamError(f'parameter model_topic must be absolute, got {self.model_topic!r}')
+        _topic('model_topic', self.model_topic)
 
 
 #: How the predictor can take joint_states.
@@ -187,12 +187,8 @@ class TrainerParams(NodeParams):
             _nonneg(name, getattr(self, name))
         _positive('learning_rate', self.learning_rate)
         _nonneg('holdout_recent', self.holdout_recent)
-        if self.input not in TRAINER_INPUTS:
-            raise ParamError(f'parameter input must be one of {", ".join(TRAINER_INPUTS)}, '
-                             f'got {self.input!r}')
-        if not self.samples_topic.startswith('/'):
-            raise ParamError(f'parameter samples_topic must be absolute, got '
-                             f'{self.samples_topic!r}')
+        _choice('input', self.input, TRAINER_INPUTS)
+        _topic('samples_topic', self.samples_topic)
         if not 0 <= self.nice <= MAX_NICE:
             raise ParamError(f'parameter nice must be in 0..{MAX_NICE}, got {self.nice}')
         if not isinstance(self.head_rls, bool):
@@ -206,8 +202,7 @@ class TrainerParams(NodeParams):
         _positive('publish_period_s', self.publish_period_s)
         _positive('max_gap_s', self.max_gap_s)
         _choice('record_storage', self.record_storage, ('mcap', 'sqlite3'))
-        if not self.model_topic.startswith('/'):
-            raise ParamError(f'parameter model_topic must be absolute, got {self.model_topic!r}')
+        _topic('model_topic', self.model_topic)
 
 
 @dataclass

@@ -59,7 +59,7 @@ from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, FEEDFORWA
                                      SAMPLES_QOS,
                                      declare_params, default_model_path, diagnostics,
                                      joint_states_qos, refuse_runtime_changes, stamp_to_s)
-from invdyn_ros.nodes.receiver import available as receiver_available, DedicatedReceiver
+from invdyn_ros.nodes.receiver import DedicatedReceiver
 
 DEFAULT_MODEL = 'lwr4plus_j1-5_lstm.npz'
 #: Model messages waiting to be decoded; more than this and the oldest are refused.
@@ -130,14 +130,13 @@ class PredictorNode(Node):
         self._receiver: Optional[DedicatedReceiver] = None
         self.receive = 'executor'
         if p.receive == 'thread':
-            ok, why = receiver_available(self, js_sub)
-            if ok:
+            try:
                 self._receiver = DedicatedReceiver(self, js_sub, self._on_joint_state,
                                                    name='invdyn-joint-states')
-                self.receive = why
-            else:
-                self.receive = f'executor ({why})'
-                self.get_logger().warning(f'receive: thread not possible, {why}; joint_states '
+                self.receive = 'dedicated thread'
+            except RuntimeError as e:       # this rclpy lacks the calls it needs
+                self.receive = f'executor ({e})'
+                self.get_logger().warning(f'receive: thread not possible, {e}; joint_states '
                                           'stay on the executor')
         self.create_service(Trigger, '~/reset', self._on_reset)
         self._model_bytes: queue.Queue = queue.Queue(maxsize=MODEL_QUEUE)

@@ -14,14 +14,14 @@ of the node (services, timers, other subscriptions) stays on the executor, so th
 be safe against them (the predictor serialises them with a lock).
 
 It relies on rclpy's C binding (`rclpy.impl.implementation_singleton`), the same calls rclpy's
-own executors make (Humble to Kilted); where they are missing, :func:`available` says so and
-the node keeps the subscription on its executor.
+own executors make (Humble to Kilted); where they are missing, :class:`DedicatedReceiver`
+raises RuntimeError saying so and the node keeps the subscription on its executor.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from rclpy.node import Node
 from rclpy.subscription import Subscription
@@ -35,15 +35,15 @@ def _binding():
     return rclpy_implementation
 
 
-def available(node: Node, subscription: Subscription) -> tuple[bool, str]:
-    """Whether this rclpy has what :class:`DedicatedReceiver` needs, and if not, why."""
+def _missing_api(node: Node, subscription: Subscription) -> Optional[str]:
+    """Why this rclpy lacks what :class:`DedicatedReceiver` needs; None when it has it."""
     try:
         b = _binding()
         ok = (hasattr(b, 'WaitSet') and hasattr(subscription.handle, 'take_message')
               and subscription in getattr(node, '_subscriptions', ()))
     except Exception as e:  # noqa: BLE001 - any failure means: not available
-        return False, f'rclpy binding not usable: {e}'
-    return (True, 'dedicated thread') if ok else (False, 'this rclpy lacks the wait-set API')
+        return f'rclpy binding not usable: {e}'
+    return None if ok else 'this rclpy lacks the wait-set API'
 
 
 class DedicatedReceiver:
@@ -51,8 +51,8 @@ class DedicatedReceiver:
 
     def __init__(self, node: Node, subscription: Subscription,
                  callback: Callable[[Any], None], name: str = 'invdyn-receiver') -> None:
-        ok, why = available(node, subscription)
-        if not ok:
+        why = _missing_api(node, subscription)
+        if why is not None:
             raise RuntimeError(why)
         self._node = node
         self._sub = subscription
