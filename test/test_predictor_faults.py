@@ -35,8 +35,10 @@ def s(tmp_path_factory):
     traj = simulate(1.2, payload_ml=300.0, seed=6)
     m1, m2 = _model(1, traj), _model(2, traj)
     path = save_checkpoint(d / 'm1.npz', m1, {**META, 'model_version': 1})
+    # Deep queues both ways: a 1000-message burst is answered faster than this Python harness
+    # takes the answers, so the node's reliable publishers must hold them all.
     proc = start_node('predictor', {'model_path': str(path), 'diagnostics_period_s': 0.1,
-                                    'qos_depth': 5000})
+                                    'qos_depth': 5000, 'feedforward_depth': 5000})
     h = Harness('predictor_faults')
     st = dict(h=h, proc=proc, traj=traj, m1=m1, m2=m2, model=m1, dir=d, ff=[], cmd=[],
               diag={}, offset=0.0)

@@ -99,6 +99,8 @@ class PredictorParams(NodeParams):
     diagnostics_period_s: float = _p(1.0, 'period of /diagnostics messages [s]')
     qos_depth: int = _p(50, 'history depth of the joint_states subscription [messages]: a '
                         'stall of up to this many periods drops no input')
+    feedforward_depth: int = _p(10, 'history depth of the feedforward publishers [messages] '
+                                '(a reliable reader slower than the node loses the oldest)')
     forward_samples: bool = _p(True, 'publish the accepted samples (stamp, q, qd, effort) in '
                                'blocks on samples_topic, for the trainer')
     samples_topic: str = _p('/invdyn/samples', 'topic of those blocks')
@@ -117,6 +119,7 @@ class PredictorParams(NodeParams):
             raise ParamError(f'parameter forward_samples must be true or false, got '
                              f'{self.forward_samples!r}')
         _positive('samples_per_message', self.samples_per_message)
+        _positive('feedforward_depth', self.feedforward_depth)
         _topic('samples_topic', self.samples_topic)
         if not 0 <= self.realtime_priority <= MAX_RT_PRIORITY:
             raise ParamError(f'parameter realtime_priority must be 0 (off) or 1..'

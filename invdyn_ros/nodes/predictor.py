@@ -41,6 +41,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import QoSProfile
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, UInt8MultiArray
 from std_srvs.srv import Trigger
@@ -108,9 +109,12 @@ class PredictorNode(Node):
         self.realtime = 'not applied'
         self._last_diag = (time.monotonic(), 0)
 
-        self._ff_pub = self.create_publisher(JointState, '/invdyn/feedforward', FEEDFORWARD_QOS)
+        ff_qos = QoSProfile(history=FEEDFORWARD_QOS.history, depth=p.feedforward_depth,
+                            reliability=FEEDFORWARD_QOS.reliability,
+                            durability=FEEDFORWARD_QOS.durability)
+        self._ff_pub = self.create_publisher(JointState, '/invdyn/feedforward', ff_qos)
         self._cmd_pub = self.create_publisher(Float64MultiArray, '/invdyn/feedforward_cmd',
-                                              FEEDFORWARD_QOS)
+                                              ff_qos)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', DIAGNOSTICS_QOS)
         self._blocker = None
         if p.forward_samples:
