@@ -473,7 +473,11 @@ def run_fuzz(opts: FuzzOptions, log_dir: Optional[Path] = None) -> FuzzReport:
     if log_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix='invdyn_fuzz_')
         log_dir = Path(tmp.name)
+    # The feedforward history as deep as the input queue: the dedicated receiver may answer a
+    # burst faster than this process's executor takes the answers, and reliable keep-last
+    # would drop the oldest ones.
     params = {'diagnostics_period_s': DIAGNOSTICS_PERIOD_S, 'qos_depth': NODE_QOS_DEPTH,
+              'feedforward_depth': NODE_QOS_DEPTH,
               'joint_names': '[' + ','.join(opts.joint_names) + ']',
               'torque_limits': '[' + ','.join(repr(float(v)) for v in opts.torque_limits) + ']'}
     if opts.model_path:
