@@ -7,7 +7,8 @@ import math
 import subprocess
 import sys
 
-from invdyn_ros.experiments.control import CONDITIONS, GAINS, QUICK, run_control
+from invdyn_ros.experiments.control import (CONDITIONS, GAINS, QUICK, run_control,
+                                            SWITCH_CONDITIONS)
 from invdyn_ros.experiments.targets import run_targets, samples_to_beat
 
 from conftest import REPO, SHARED_DATA
@@ -29,8 +30,10 @@ def test_quick_control_experiment_writes_its_report(tmp_path):
         # physics, not learning: PD alone sags under gravity, nominal feedforward removes most
         assert s['pd']['rms_rad'] > 2 * s['nominal']['rms_rad']
     for gname, sw in saved['switch'].items():
-        assert set(sw['rms_rad_after']) == {'nominal', 'frozen', 'online'}
-        assert sw['online']['updates'] > 0
+        assert set(sw['rms_rad_after']) == set(SWITCH_CONDITIONS)
+        assert sw['online']['updates'] > 0 and sw['online']['adapt'] == 'network'
+        assert sw['payload']['updates'] > 0 and sw['payload']['adapt'] == 'payload'
+        assert math.isfinite(sw['payload']['payload_mass_kg'])
     assert {'lstm_residual', 'online', 'gp', 'nominal'} <= set(saved['latency_us'])
     assert all(isinstance(g['met'], bool) for g in saved['goals']) and saved['goals']
     report = (out / 'report.md').read_text()

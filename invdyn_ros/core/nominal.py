@@ -5,7 +5,13 @@ NominalSpec` (URDF text, joints by name, held joints, armature) and evaluates, f
 ``d`` joints:
 
 * :meth:`NominalModel.rnea`: ``M(q) qdd + C(q, qd) qd + g(q)`` [Nm] (Pinocchio ``rnea``);
-* :meth:`NominalModel.gravity`: ``g(q)`` [Nm] (``computeGeneralizedGravity``).
+* :meth:`NominalModel.gravity`: ``g(q)`` [Nm] (``computeGeneralizedGravity``);
+* :meth:`NominalModel.payload_regressor`: ``Y(q, qd, qdd)`` (d, 10), the torque per unit of each
+  dynamic parameter of the payload body (``computeJointTorqueRegressor``): the torque of a
+  payload ``p`` is ``Y p``, which is how the trainer estimates a changed load online.
+
+A spec's ``payload`` (10 dynamic parameters) is added to the URDF's body of ``payload_joint``
+when the model is built, so the RNEA above includes it at no extra cost per sample.
 
 Joints of the URDF the model does not cover (e.g. joints 6 and 7 of the 7-DoF LWR when the
 model learns joints 1-5) are evaluated at the fixed positions the spec stores (``held_q``),
@@ -28,7 +34,12 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import pinocchio as pin
 
-from invdyn_ros.core.targets import (check_target, NominalSpec, RESIDUAL_TARGETS)
+from invdyn_ros.core.targets import (check_target, NominalSpec, PAYLOAD_PARAMS,
+                                     RESIDUAL_TARGETS)
+
+#: A payload that leaves its body lighter than this is refused [kg]: the body's centre of mass
+#: (first moment / mass) would be meaningless.
+MIN_BODY_MASS_KG = 1e-3
 
 #: Name of the simulated LWR's nominal model for ``invdyn train --urdf``.
 LWR_PRESET = 'lwr4plus'
@@ -87,6 +98,18 @@ class NominalModel:
                                  f'{j.nv} velocity coordinates; only 1-DoF joints are supported')
         for name, value in spec.armature.items():
             model.armature[model.joints[model.getJointId(name)].idx_v] = value
+        self.payload_joint = spec.payload_joint or names[-1]
+        if self.payload_joint not in movable:
+            raise ValueError(f'nominal model: payload joint {self.payload_joint!r} is not a '
+                             f'movable joint of the URDF (it has {names[1:]})')
+        self._payload_id = model.getJointId(self.payload_joint)
+        if spec.payload:
+            body = model.inertias[self._payload_id].toDynamicParameters() + np.asarray(
+                spec.payload, dtype=np.float64)
+            if body[0] < MIN_BODY_MASS_KG:
+                raise ValueError(f'nominal model: payload mass {spec.payload[0]:g} kg leaves '
+                                 f'the body of {self.payload_joint!r} at {body[0]:g} kg')
+            model.inertias[self._payload_id] = pin.Inertia.FromDynamicParameters(body)
         self.model = model
         self.data = model.createData()
         self.joint_names = spec.joint_names
@@ -114,6 +137,21 @@ class NominalModel:
         self._q[self._iq] = q
         return pin.computeGeneralizedGravity(self.model, self.data, self._q)[self._iv]
 
+    def payload_regressor(self, q: np.ndarray, qd: np.ndarray, qdd: np.ndarray) -> np.ndarray:
+        """(d, 10): torque [Nm] of the model's joints per unit of each dynamic parameter
+        (:data:`~invdyn_ros.core.targets.PAYLOAD_PARAMS`) of the payload joint's body, for q
+        [rad], qd [rad/s], qdd [rad/s^2], each (d,)."""
+        self._q[self._iq] = q
+        self._v[self._iv] = qd
+        self._a[self._iv] = qdd
+        y = pin.computeJointTorqueRegressor(self.model, self.data, self._q, self._v, self._a)
+        k = len(PAYLOAD_PARAMS) * (self._payload_id - 1)
+        return y[self._iv, k:k + len(PAYLOAD_PARAMS)]
+
+    def body_mass(self) -> float:
+        """Mass of the payload joint's body, payload included [kg]."""
+        return float(self.model.inertias[self._payload_id].mass)
+
     def term(self, target: str, q: np.ndarray, qd: np.ndarray, qdd: np.ndarray) -> np.ndarray:
         """What ``target`` subtracts from the measured torque, one sample, (d,) [Nm]."""
         if target == 'residual_rbd':
@@ -134,6 +172,21 @@ class NominalModel:
         for k in range(len(q)):
             out[k] = self.term(target, q[k], qd[k], qdd[k])
         return out
+
+
+def with_payload(spec: NominalSpec, payload: Sequence[float],
+                 joint: Optional[str] = None) -> NominalSpec:
+    """``spec`` carrying ``payload`` (10 dynamic parameters, see
+    :data:`~invdyn_ros.core.targets.PAYLOAD_PARAMS`) on ``joint`` (default: the spec's payload
+    joint, else the URDF's last movable joint, i.e. the flange); an all-zero payload removes
+    it. ValueError when the result cannot be built."""
+    values = tuple(float(v) for v in payload)
+    if joint is None:
+        joint = spec.payload_joint or movable_joints(spec.urdf_text)[-1]
+    new = replace(spec, payload=values, payload_joint=joint) if any(values) else replace(
+        spec, payload=(), payload_joint='')
+    NominalModel(new.validate())
+    return new
 
 
 def nominal_for(target: str, spec: Optional[NominalSpec]) -> Optional[NominalModel]:

@@ -118,12 +118,15 @@ class OnlinePredictor:
         else:
             self._limits = None
 
-    def swap_model(self, model: Any) -> None:
+    def swap_model(self, model: Any, nominal: Optional[Any] = None) -> None:
         """Use new weights from the next sample on; the state is kept when the shapes agree.
 
         ``model``: :class:`LstmWeights`, the torch model, or a ready
         :class:`NumpyLstmStepper` (of the same dtype), which makes the swap itself a pointer
         change: the predictor builds the stepper off the control path.
+
+        ``nominal``: a new NominalModel to add from then on (a 'residual_rbd' model whose
+        nominal model changed, e.g. its payload); None keeps the one in use.
 
         Raises ValueError when the new model has other joints (the old one is kept then).
         """
@@ -137,6 +140,13 @@ class OnlinePredictor:
         if stepper.config.joint_names != self.joint_names:
             raise ValueError(f'new model joints {list(stepper.config.joint_names)} differ from '
                              f'{list(self.joint_names)}')
+        if nominal is not None:
+            if self.target != 'residual_rbd':
+                raise ValueError(f'a {self.target!r} model adds no nominal model')
+            if tuple(nominal.joint_names) != tuple(self.joint_names):
+                raise ValueError(f'nominal model joints {list(nominal.joint_names)} differ '
+                                 f'from the model joints {list(self.joint_names)}')
+            self._rnea = nominal.rnea
         keep = (stepper.num_layers, stepper.hidden_size) == (
             self._stepper.num_layers, self._stepper.hidden_size)
         self._stepper = stepper

@@ -14,6 +14,15 @@ does not score worse than the model in operation on the newest ``holdout_recent`
 windows (:meth:`OnlineLearner.candidate`): after a payload change older held-back data is
 stale and would reject the adapted model.
 
+With ``adapt='payload'`` (a ``residual_rbd`` model) the network is kept as it is and what
+adapts is the load at the flange: :class:`~invdyn_ros.core.payload.PayloadEstimator` fits 10
+inertial parameters of the flange body to what the network misses, window by window; a
+candidate is the same network with the nominal model carrying the estimated payload
+(:attr:`OnlineLearner.published_spec`), published when it scores better than the payload in
+operation on the newest held-back windows. A fit of the network to the motions seen since a
+load change is local and extrapolates wrongly to other motions; the physical parameters hold
+everywhere (see :mod:`invdyn_ros.core.payload`).
+
 A diverging update (non-finite loss or weights) is discarded and the weights restored; the
 published model never sees it. Windows with absurd values (non-finite, or beyond
 MAX_NORMALISED standard deviations) are refused before they reach training, replay or
@@ -34,6 +43,7 @@ import torch
 
 from invdyn_ros.core.accel import AccelConfig, AccelEstimator, AccelStatus
 from invdyn_ros.core.lstm import LstmInverseDynamics
+from invdyn_ros.core.payload import PayloadConfig, PayloadEstimator
 from invdyn_ros.core.targets import check_target, DEFAULT_TARGET, RESIDUAL_TARGETS
 
 
@@ -43,6 +53,8 @@ from invdyn_ros.core.targets import check_target, DEFAULT_TARGET, RESIDUAL_TARGE
 MAX_NORMALISED = 1e6
 #: Weight of the newest window in the running mean of the output layer's error (~10 windows).
 RLS_ERR_SMOOTHING = 0.1
+#: What online learning can adapt: the network's weights, or the payload of the nominal model.
+ADAPT = ('network', 'payload')
 
 
 @dataclass
@@ -72,6 +84,22 @@ class OnlineConfig:
     #: Two windows in a row whose error exceeds this factor times the running mean error (a
     #: payload change, a new tool) make that fit forget everything before them (0: never).
     rls_jump_factor: float = 10.0
+    #: 'network' (the weights, as above) or 'payload' (see the module docstring).
+    adapt: str = 'network'
+    payload: PayloadConfig = PayloadConfig()
+
+    @classmethod
+    def from_params(cls, p: Any, **overrides: Any) -> 'OnlineConfig':
+        """From the trainer node's :class:`~invdyn_ros.core.params.TrainerParams` (the same
+        settings wherever an online learner runs), ``overrides`` replacing fields."""
+        names = ('batch_size', 'context', 'learning_rate', 'replay_batches', 'replay_size',
+                 'holdout_every', 'holdout_size', 'holdout_recent', 'head_rls', 'rls_forgetting',
+                 'rls_ridge', 'rls_jump_factor', 'adapt')
+        kw: dict[str, Any] = {n: getattr(p, n) for n in names}
+        kw['payload'] = PayloadConfig(forgetting=p.payload_forgetting, ridge=p.payload_ridge,
+                                      jump_factor=p.payload_jump_factor)
+        kw.update(overrides)
+        return cls(**kw)
 
 
 @dataclass
@@ -94,6 +122,11 @@ class OnlineLearner:
         check_target(target)
         if target in RESIDUAL_TARGETS and nominal is None:
             raise ValueError(f'target {target!r} needs its nominal model')
+        if config.adapt not in ADAPT:
+            raise ValueError(f'adapt must be one of {list(ADAPT)}, got {config.adapt!r}')
+        if config.adapt == 'payload' and target != 'residual_rbd':
+            raise ValueError(f"adapt 'payload' needs a 'residual_rbd' model (its nominal "
+                             f"model carries the payload), this one learned {target!r}")
         # What the model learns: the measured torque minus the target's nominal term, on the
         # same acceleration estimate the inputs carry (as offline training does).
         self.target = target
@@ -117,6 +150,13 @@ class OnlineLearner:
         self._lock = threading.Lock()
         self._rng = np.random.default_rng(config.seed)
         self.stats = collections.Counter()
+        #: The nominal model's spec in operation (a payload estimate changes it).
+        self.published_spec = nominal.spec if self._nominal is not None else None
+        self._payload: Optional[PayloadEstimator] = None
+        if config.adapt == 'payload':
+            self._payload = PayloadEstimator(self._nominal, self._norm.y_std, config.payload)
+            self._payload_base = np.array(nominal.spec.payload or np.zeros(10), dtype=float)
+            self._payload_published = np.zeros(10)
         # Exponentially weighted least-squares statistics of the output layer (normalised
         # units): R = sum w phi phi^T, Z = sum w phi y^T over features phi = [h; 1].
         if config.head_rls:
@@ -210,6 +250,12 @@ class OnlineLearner:
                 if not self._pending:
                     break
                 w = self._pending.popleft()
+            if self._payload is not None:
+                # Payload adaptation: the network stays as it is; no replay needed.
+                self._update_payload(w)
+                done += 1
+                continue
+            with self._lock:
                 k = min(self.config.replay_batches, len(self._replay))
                 replay = [self._replay[i] for i in
                           self._rng.choice(len(self._replay), size=k, replace=False)] if k else []
@@ -309,6 +355,65 @@ class OnlineLearner:
         self.last_loss = float(loss.item())
         return True
 
+    def _missed(self, w: Window) -> tuple[np.ndarray, np.ndarray]:
+        """(x, missed) of a window's scored samples: inputs (n, 3d) and target minus the
+        network's prediction (n, d) [Nm]."""
+        model = self.published            # in eval mode; the same weights as self.model here
+        with torch.no_grad():
+            tau, _ = model(torch.as_tensor(w.x[None], dtype=model.dtype))
+        return w.x[-w.scored:], w.y[-w.scored:] - tau[0, -w.scored:].double().numpy()
+
+    def _update_payload(self, w: Window) -> None:
+        x, missed = self._missed(w)
+        warm = len(w.x) >= self.config.context + self.config.batch_size
+        if self._payload.update(x, missed, warm=warm):
+            self.stats['payload_resets'] += 1
+        self.stats['payload_updates'] += 1
+
+    @property
+    def payload_estimate(self) -> Optional[np.ndarray]:
+        """The payload being fitted (change of the 10 dynamic parameters), or None."""
+        return None if self._payload is None else self._payload.params.copy()
+
+    def _payload_candidate(self) -> Optional[LstmInverseDynamics]:
+        """The network in operation with the nominal model carrying the new payload estimate,
+        when that scores better than the payload in operation on the newest held-back
+        windows."""
+        from invdyn_ros.core.nominal import with_payload
+        if self._payload.updates == 0:
+            return None
+        with self._lock:
+            windows = list(self._holdout)
+        if self.config.holdout_recent > 0:
+            windows = windows[-self.config.holdout_recent:]
+        if not windows:
+            return None
+        new_p = self._payload.params.copy()
+        std = self._norm.y_std
+        new = old = 0.0
+        for w in windows:
+            x, missed = self._missed(w)
+            y = self._payload.regressor(x)
+            new += float(np.mean(((missed - y @ new_p) / std) ** 2))
+            old += float(np.mean(((missed - y @ self._payload_published) / std) ** 2))
+        new, old = new / len(windows), old / len(windows)
+        self.last_scores = (new, old)
+        if not math.isfinite(new) or new >= old:
+            self.stats['candidates_rejected'] += 1
+            return None
+        try:
+            spec = with_payload(self.published_spec, self._payload_base + new_p,
+                                self._nominal.payload_joint)
+        except ValueError:
+            # Not a body (e.g. a mass below zero while the fit settles): keep the one in use.
+            self.stats['payload_invalid'] += 1
+            return None
+        self.published_spec = spec
+        self._payload_published = new_p
+        self.model_version += 1
+        self.stats['published'] += 1
+        return self.published
+
     def holdout_score(self, model: LstmInverseDynamics) -> Optional[float]:
         """Normalised MSE of ``model`` on the held-back windows (None when there are none)."""
         with self._lock:
@@ -326,7 +431,11 @@ class OnlineLearner:
 
     def candidate(self) -> Optional[LstmInverseDynamics]:
         """The training model as a new published model if it scores no worse than the one in
-        operation on held-back data; else None. Bumps ``model_version`` on acceptance."""
+        operation on held-back data; else None. Bumps ``model_version`` on acceptance.
+        With ``adapt='payload'`` the network is the one in operation and
+        :attr:`published_spec` carries the new payload."""
+        if self._payload is not None:
+            return self._payload_candidate()
         if self.stats['updates'] == 0:
             return None
         new = self.holdout_score(self.model)

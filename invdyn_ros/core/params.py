@@ -139,6 +139,8 @@ class PredictorParams(NodeParams):
 PREDICTOR_RECEIVE = ('thread', 'executor')
 #: What the trainer can learn from.
 TRAINER_INPUTS = ('samples', 'joint_states')
+#: What the trainer adapts (see invdyn_ros.core.online_learning).
+TRAINER_ADAPT = ('network', 'payload')
 
 
 @dataclass
@@ -167,6 +169,16 @@ class TrainerParams(NodeParams):
     rls_jump_factor: float = _p(10.0, 'two batches in a row with an error above this factor '
                                 'times the running mean make that fit forget all older data; '
                                 '0: never')
+    adapt: str = _p('network', 'what online learning changes: network (LSTM weights, any '
+                    'target) or payload (10 inertial parameters of the flange body added to '
+                    'the nominal model; residual_rbd models: fast, holds in every pose)')
+    payload_forgetting: float = _p(0.9998, 'adapt payload: per-sample forgetting factor of the '
+                                   'payload fit, in (0, 1]')
+    payload_ridge: float = _p(1.0, 'adapt payload: ridge weight pulling the fit towards no '
+                              'change')
+    payload_jump_factor: float = _p(4.0, 'adapt payload: two batches in a row with an error '
+                                    'above this factor times the running mean make the fit '
+                                    'forget all older data (a new load); 0: never')
     publish_period_s: float = _p(2.0, 'least time between model publications [s]')
     model_topic: str = _p('/invdyn/model', 'topic the new weights are published on')
     checkpoint_path: str = _p('', 'where to save each published model (atomically); empty: '
@@ -202,6 +214,13 @@ class TrainerParams(NodeParams):
                              f'{self.rls_forgetting!r}')
         _positive('rls_ridge', self.rls_ridge)
         _nonneg('rls_jump_factor', self.rls_jump_factor)
+        _choice('adapt', self.adapt, TRAINER_ADAPT)
+        _positive('payload_forgetting', self.payload_forgetting)
+        if self.payload_forgetting > 1.0:
+            raise ParamError('parameter payload_forgetting must be in (0, 1], got '
+                             f'{self.payload_forgetting!r}')
+        _positive('payload_ridge', self.payload_ridge)
+        _nonneg('payload_jump_factor', self.payload_jump_factor)
         _positive('publish_period_s', self.publish_period_s)
         _positive('max_gap_s', self.max_gap_s)
         _choice('record_storage', self.record_storage, ('mcap', 'sqlite3'))

@@ -33,6 +33,11 @@ RESIDUAL_TARGETS = ('residual_rbd', 'residual_gravity')
 #: Nominal-spec JSON keys.
 SPEC_KEYS = frozenset({'urdf_text', 'urdf_sha256', 'source', 'joint_names', 'urdf_joints',
                        'held_q', 'armature'})
+#: Keys a spec with a payload adds (written only then, so older files stay valid).
+PAYLOAD_KEYS = frozenset({'payload', 'payload_joint'})
+#: Dynamic parameters of one rigid body, in Pinocchio's order: mass [kg], first moment m*c
+#: [kg m] (x, y, z), inertia about the joint frame's origin [kg m^2] (xx, xy, yy, xz, yz, zz).
+PAYLOAD_PARAMS = ('m', 'mcx', 'mcy', 'mcz', 'Ixx', 'Ixy', 'Iyy', 'Ixz', 'Iyz', 'Izz')
 #: A URDF larger than this is not a robot description we accept inside a checkpoint [bytes].
 MAX_URDF_BYTES = 4 << 20
 
@@ -75,6 +80,12 @@ class NominalSpec:
         armature: URDF joint -> reflected rotor inertia [kg m^2] added on the diagonal of the
             mass matrix (a datasheet-level quantity URDFs lack); missing joints: 0.
         source: where the URDF came from (information only, e.g. 'package:kuka_lwr4plus.urdf').
+        payload: empty, or the 10 dynamic parameters (:data:`PAYLOAD_PARAMS`, in the frame of
+            ``payload_joint``) added to the URDF's body of ``payload_joint``: a tool or load
+            the URDF lacks, set by the user or estimated online by the trainer
+            (``adapt: payload``). Added parameter-wise (RNEA is linear in them), so a negative
+            entry (a lighter tool) is allowed as long as that body's total mass stays positive.
+        payload_joint: the URDF joint whose body carries ``payload`` (set with it).
     """
 
     urdf_text: str
@@ -83,6 +94,8 @@ class NominalSpec:
     held_q: Mapping[str, float] = field(default_factory=dict)
     armature: Mapping[str, float] = field(default_factory=dict)
     source: str = ''
+    payload: tuple[float, ...] = ()
+    payload_joint: str = ''
 
     def validate(self) -> 'NominalSpec':
         """Types and values (not the URDF's contents: :class:`NominalModel` checks those)."""
@@ -113,6 +126,16 @@ class NominalSpec:
                              'held')
         if any(v < 0 for v in self.armature.values()):
             raise ValueError('nominal model: armature must be >= 0')
+        if not isinstance(self.payload, tuple) or (
+                self.payload and (len(self.payload) != len(PAYLOAD_PARAMS) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                    for v in self.payload))):
+            raise ValueError(f'nominal model: payload must be empty or {len(PAYLOAD_PARAMS)} '
+                             f'finite numbers {list(PAYLOAD_PARAMS)}, got {self.payload!r}')
+        if not isinstance(self.payload_joint, str) or bool(self.payload) != bool(
+                self.payload_joint):
+            raise ValueError('nominal model: payload and payload_joint go together, got '
+                             f'payload {list(self.payload)} on joint {self.payload_joint!r}')
         return self
 
     @property
@@ -125,15 +148,21 @@ class NominalSpec:
         return {'urdf_text': self.urdf_text, 'urdf_sha256': self.sha256, 'source': self.source,
                 'joint_names': list(self.joint_names), 'urdf_joints': list(self.urdf_joints),
                 'held_q': {k: float(v) for k, v in self.held_q.items()},
-                'armature': {k: float(v) for k, v in self.armature.items()}}
+                'armature': {k: float(v) for k, v in self.armature.items()},
+                **({'payload': [float(v) for v in self.payload],
+                    'payload_joint': self.payload_joint} if self.payload else {})}
 
     @classmethod
     def from_dict(cls, d: Any) -> 'NominalSpec':
         """Rebuild from :meth:`to_dict` output; ValueError when anything is off (including a
         URDF whose text no longer matches its stored SHA-256)."""
-        if not isinstance(d, dict) or set(d) != SPEC_KEYS:
+        if not isinstance(d, dict) or set(d) not in (SPEC_KEYS, SPEC_KEYS | PAYLOAD_KEYS):
             got = sorted(d) if isinstance(d, dict) else type(d).__name__
-            raise ValueError(f'nominal model: expected keys {sorted(SPEC_KEYS)}, got {got}')
+            raise ValueError(f'nominal model: expected keys {sorted(SPEC_KEYS)} (and '
+                             f'{sorted(PAYLOAD_KEYS)} with a payload), got {got}')
+        payload = d.get('payload', [])
+        if not isinstance(payload, list):
+            raise ValueError('nominal model: payload must be a list')
         for key in ('joint_names', 'urdf_joints'):
             if not isinstance(d[key], list):
                 raise ValueError(f'nominal model: {key} must be a list')
@@ -143,7 +172,8 @@ class NominalSpec:
                    urdf_joints=tuple(d['urdf_joints']), held_q=dict(d['held_q'])
                    if isinstance(d['held_q'], dict) else d['held_q'],
                    armature=dict(d['armature']) if isinstance(d['armature'], dict)
-                   else d['armature'], source=d['source']).validate()
+                   else d['armature'], source=d['source'], payload=tuple(payload),
+                   payload_joint=d.get('payload_joint', '')).validate()
         if d['urdf_sha256'] != spec.sha256:
             raise ValueError('nominal model: the URDF text does not match its stored SHA-256 '
                              '(corrupt or edited)')
@@ -169,16 +199,22 @@ class NominalSpec:
                    held_q=dict(held_q or {}), armature=dict(armature or {}),
                    source=source if source is not None else str(p)).validate()
 
-    def same_model(self, other: Optional['NominalSpec']) -> bool:
-        """True when ``other`` describes the same nominal model (source text aside)."""
+    def same_model(self, other: Optional['NominalSpec'], payload: bool = True) -> bool:
+        """True when ``other`` describes the same nominal model (source text aside; the
+        payload aside too with ``payload=False``: the same robot carrying another load)."""
         if other is None:
             return False
         a, b = self.to_dict(), other.to_dict()
-        a.pop('source')
-        b.pop('source')
-        a.pop('urdf_text')
-        b.pop('urdf_text')
+        ignored = ('source', 'urdf_text') + (() if payload else tuple(PAYLOAD_KEYS))
+        for key in ignored:
+            a.pop(key, None)
+            b.pop(key, None)
         return a == b
+
+
+def payload_mass(spec: Optional[NominalSpec]) -> float:
+    """The mass a spec's payload adds [kg] (0 without a spec or payload)."""
+    return float(spec.payload[0]) if spec is not None and spec.payload else 0.0
 
 
 def spec_from_meta(meta: Mapping[str, Any]) -> Optional[NominalSpec]:

@@ -54,7 +54,8 @@ from invdyn_ros.core.online import OnlinePredictor
 from invdyn_ros.core.params import ParamError, PredictorParams
 from invdyn_ros.core.samples import layout as sample_layout, SampleBlocker
 from invdyn_ros.core.sched import set_realtime
-from invdyn_ros.core.targets import DEFAULT_TARGET, RESIDUAL_TARGETS, spec_from_meta
+from invdyn_ros.core.targets import (DEFAULT_TARGET, payload_mass, RESIDUAL_TARGETS,
+                                     spec_from_meta)
 from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, FEEDFORWARD_QOS,
                                      init_ros, LatencyWindow, MODEL_QOS, Rejections,
                                      SAMPLES_QOS,
@@ -201,13 +202,14 @@ class PredictorNode(Node):
 
     def _swap_model(self) -> None:
         with self._pending_lock:
-            model, version = self._pending
+            model, version, nominal, spec = self._pending
             self._pending = None
         try:
-            self._online.swap_model(model)
+            self._online.swap_model(model, nominal=nominal)
         except ValueError as e:
             self.reject('model_mismatch', str(e))
             return
+        self._spec = spec
         self.model_version = version
         self.model_updates += 1
 
@@ -243,7 +245,12 @@ class PredictorNode(Node):
             version = int(meta.get('model_version', 0))
             target = meta.get('target', DEFAULT_TARGET)
             spec = spec_from_meta(meta)
-            if target != self.target or (spec is not None and not spec.same_model(self._spec)):
+            # A residual_rbd model may bring another payload (the trainer's adapt: payload):
+            # the same robot carrying another load, served by rebuilding the nominal model.
+            # Anything else about the nominal model must stay as it is.
+            rbd = target == 'residual_rbd'
+            if target != self.target or (spec is not None
+                                         and not spec.same_model(self._spec, payload=not rbd)):
                 self.reject('target_mismatch', f'model version {version} learned {target!r}'
                             f'{" on another nominal model" if target == self.target else ""},'
                             f' this predictor serves {self.target!r}')
@@ -251,11 +258,21 @@ class PredictorNode(Node):
             if version <= self.model_version:
                 self.reject('stale_model', f'version {version} <= {self.model_version} in use')
                 continue
-            # Fusing the weights takes a few hundred microseconds: done here, so the swap on
-            # the control path is only a reference change.
+            nominal = None
+            if rbd and not spec.same_model(self._spec):
+                from invdyn_ros.core.nominal import NominalModel
+                try:
+                    nominal = NominalModel(spec)
+                except ValueError as e:
+                    self.reject('bad_model', f'model version {version}: {e}')
+                    continue
+            # Fusing the weights takes a few hundred microseconds (building a nominal model a
+            # few milliseconds): done here, so the swap on the control path is only a
+            # reference change.
             model = NumpyLstmStepper(model, dtype=self._online.dtype)
             with self._pending_lock:
-                self._pending = (model, version)
+                self._pending = (model, version, nominal, spec if spec is not None
+                                 else self._spec)
             self.get_logger().info(f'model version {version} received; swapping in')
 
     def start_receiving(self) -> None:
@@ -293,7 +310,8 @@ class PredictorNode(Node):
                   'compute_p99_us': f'{p99 * 1e6:.1f}', 'answered': self.answered,
                   'clamped': self.clamped, 'resets': self.resets,
                   'model_version': self.model_version, 'model_updates': self.model_updates,
-                  'target': self.target, 'realtime': self.realtime, 'receive': self.receive}
+                  'target': self.target, 'realtime': self.realtime, 'receive': self.receive,
+                  'payload_mass_kg': f'{payload_mass(self._spec):.3f}'}
         self._diag_pub.publish(diagnostics(
             self, 'invdyn: predictor', values, self.reject, ok=rate > 0,
             message='predicting' if rate > 0 else 'no valid joint_states'))

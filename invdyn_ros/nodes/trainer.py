@@ -52,7 +52,8 @@ from invdyn_ros.core.online_learning import OnlineConfig, OnlineLearner
 from invdyn_ros.core.params import ParamError, TrainerParams
 from invdyn_ros.core.samples import decode_block, SampleBlockError
 from invdyn_ros.core.sched import lower_priority
-from invdyn_ros.core.targets import DEFAULT_TARGET, RESIDUAL_TARGETS, spec_from_meta
+from invdyn_ros.core.targets import (DEFAULT_TARGET, payload_mass, RESIDUAL_TARGETS,
+                                     spec_from_meta)
 from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, init_ros, MODEL_QOS,
                                      Rejections, SAMPLES_QOS, declare_params,
                                      default_model_path, diagnostics,
@@ -97,14 +98,11 @@ class TrainerNode(Node):
             except ValueError as e:
                 raise ParamError(f'parameter model_path: {path}: {e}') from None
             self._target_meta['nominal'] = spec.to_dict()
-        self.learner = OnlineLearner(model, accel, OnlineConfig(
-            batch_size=p.batch_size, context=p.context, learning_rate=p.learning_rate,
-            replay_batches=p.replay_batches, replay_size=p.replay_size,
-            holdout_every=p.holdout_every, holdout_size=p.holdout_size,
-            holdout_recent=p.holdout_recent, head_rls=p.head_rls,
-            rls_forgetting=p.rls_forgetting, rls_ridge=p.rls_ridge,
-            rls_jump_factor=p.rls_jump_factor),
-            target=self.target, nominal=nominal)
+        try:
+            self.learner = OnlineLearner(model, accel, OnlineConfig.from_params(p),
+                                         target=self.target, nominal=nominal)
+        except ValueError as e:
+            raise ParamError(f'parameter adapt: {e}') from None
         self.learner.model_version = int(meta.get('model_version', 1))
         self._mapper = JointMapper(p.joint_names)
         self.reject = Rejections(self)
@@ -207,8 +205,12 @@ class TrainerNode(Node):
         meta = {**self._target_meta, 'model_version': self.learner.model_version,
                 'accel_config': self._accel_dict,
                 'online': {'updates': self.learner.stats['updates'],
+                           'payload_updates': self.learner.stats['payload_updates'],
                            'samples': self.samples,
                            'holdout_nmse': self.learner.last_scores[0]}}
+        if self.learner.published_spec is not None:
+            # adapt: payload changes the nominal model's payload, nothing else.
+            meta['nominal'] = self.learner.published_spec.to_dict()
         data = checkpoint_to_bytes(model, meta)
         self._pub.publish(UInt8MultiArray(data=data))
         if self.params.checkpoint_path:
@@ -225,7 +227,10 @@ class TrainerNode(Node):
                   'diverged_discarded': st['diverged_discarded'],
                   'dropped_behind': st['dropped_behind'], 'pending': self.learner.pending(),
                   'last_update_ms': f'{self.update_time_s * 1e3:.2f}',
-                  'priority': self.niceness}
+                  'priority': self.niceness, 'adapt': self.params.adapt,
+                  'payload_updates': st['payload_updates'],
+                  'payload_resets': st['payload_resets'],
+                  'payload_mass_kg': f'{payload_mass(self.learner.published_spec):.3f}'}
         self._diag_pub.publish(diagnostics(self, 'invdyn: trainer', values, self.reject,
                                            message='learning'))
 
