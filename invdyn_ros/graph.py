@@ -30,6 +30,8 @@ PREDICT_ARGS: LaunchArgs = {
     'model': ('', 'LSTM checkpoint for predictor and trainer; empty: the shipped default'),
     'gp_model': ('', 'GP checkpoint for the GP baseline'),
     'joint_states': ('/joint_states', 'topic of the robot joint states'),
+    'adapt': ('network', 'what the trainer adapts: network (the LSTM weights) or payload (the '
+                         'load at the flange; residual_rbd models)'),
 }
 
 
@@ -60,7 +62,8 @@ PREDICT_NODES = (
              remappings=(('/joint_states', 'joint_states'),), condition='sim'),
     NodeSpec('predictor', 'predictor', 'predictor.yaml', overrides=(('model_path', 'model'),),
              remappings=(('/joint_states', 'joint_states'),)),
-    NodeSpec('trainer', 'trainer', 'trainer.yaml', overrides=(('model_path', 'model'),),
+    NodeSpec('trainer', 'trainer', 'trainer.yaml',
+             overrides=(('model_path', 'model'), ('adapt', 'adapt')),
              remappings=(('/joint_states', 'joint_states'),), condition='trainer'),
     NodeSpec('gp_baseline', 'gp_baseline', 'gp_baseline.yaml',
              overrides=(('model_path', 'gp_model'),),
@@ -73,12 +76,14 @@ TRAIN_ARGS: LaunchArgs = {
     'joint_states': ('/joint_states', 'topic of the robot joint states'),
     'input': ('joint_states', 'learn from joint_states (needs no predictor) or from the sample '
                               'blocks of a running predictor (samples, less CPU)'),
+    'adapt': ('network', 'what the trainer adapts: network (the LSTM weights) or payload (the '
+                         'load at the flange; residual_rbd models)'),
 }
 
 TRAIN_NODES = (
     NodeSpec('trainer', 'trainer', 'trainer.yaml',
              overrides=(('model_path', 'model'), ('record_bag', 'record_bag'),
-                        ('input', 'input')),
+                        ('input', 'input'), ('adapt', 'adapt')),
              remappings=(('/joint_states', 'joint_states'),)),
 )
 

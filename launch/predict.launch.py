@@ -4,6 +4,7 @@ the GP baseline and the simulated KUKA LWR 4+.
     ros2 launch invdyn predict.launch.py                       # predictor, shipped model
     ros2 launch invdyn predict.launch.py sim:=true trainer:=true gp:=true gp_model:=/path/gp.npz
     ros2 launch invdyn predict.launch.py model:=/path/model.npz joint_states:=/lbr/joint_states
+    ros2 launch invdyn predict.launch.py model:=/path/residual.npz trainer:=true adapt:=payload
 
 Without a ROS install, `invdyn up predict sim:=true ...` starts the same processes
 (invdyn_ros/graph.py; test/test_launch.py keeps the two in step).
@@ -41,6 +42,10 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'joint_states', default_value='/joint_states',
             description='topic of the robot joint states'),
+        DeclareLaunchArgument(
+            'adapt', default_value='network',
+            description='what the trainer adapts: network (the LSTM weights) or payload (the '
+                        'load at the flange; residual_rbd models)'),
     ]
 
     lwr_sim = Node(
@@ -54,7 +59,8 @@ def generate_launch_description():
         remappings=[('/joint_states', joint_states)])
     trainer = Node(
         package='invdyn', executable='trainer', name='trainer', output='screen',
-        parameters=[PathJoinSubstitution([config, 'trainer.yaml']), {'model_path': model}],
+        parameters=[PathJoinSubstitution([config, 'trainer.yaml']),
+                    {'model_path': model, 'adapt': LaunchConfiguration('adapt')}],
         remappings=[('/joint_states', joint_states)],
         condition=IfCondition(LaunchConfiguration('trainer')))
     gp_baseline = Node(

@@ -31,12 +31,17 @@ def generate_launch_description():
             'input', default_value='joint_states',
             description='learn from joint_states (needs no predictor) or from the sample '
                         'blocks of a running predictor (samples, less CPU)'),
+        DeclareLaunchArgument(
+            'adapt', default_value='network',
+            description='what the trainer adapts: network (the LSTM weights) or payload (the '
+                        'load at the flange; residual_rbd models)'),
     ]
     trainer = Node(
         package='invdyn', executable='trainer', name='trainer', output='screen',
         parameters=[PathJoinSubstitution([config, 'trainer.yaml']),
                     {'model_path': LaunchConfiguration('model'),
                      'record_bag': LaunchConfiguration('record_bag'),
-                     'input': LaunchConfiguration('input')}],
+                     'input': LaunchConfiguration('input'),
+                     'adapt': LaunchConfiguration('adapt')}],
         remappings=[('/joint_states', LaunchConfiguration('joint_states'))])
     return LaunchDescription(arguments + [trainer])

@@ -250,6 +250,9 @@ def test_burst_at_the_shipped_queue_depth_drops_only_old_input():
 @pytest.mark.parametrize('node,params,match', [
     ('trainer', {'record_storage': 'zip'}, 'record_storage must be one of'),
     ('trainer', {'learning_rate': "'fast'"}, 'learning_rate'),
+    ('trainer', {'adapt': 'everything'}, 'adapt must be one of'),
+    # the shipped model learned the full torque: no nominal model to carry a payload
+    ('trainer', {'adapt': 'payload'}, "adapt 'payload' needs a 'residual_rbd' model"),
     ('lwr_sim', {'payload_ml': '2000.0'}, 'payload_ml must be in [0, 1000]'),
     ('lwr_sim', {'rate_hz': '[1.0]'}, 'rate_hz'),
     ('lwr_sim', {'motion': 'dance'}, 'motion must be one of'),
