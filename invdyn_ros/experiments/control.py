@@ -35,7 +35,9 @@ separately with ``predict_one``.
 
 Payload switch: one long run per gain level starts at 300 ml and switches to
 :data:`SWITCH_TO_ML` (beyond the 200-400 ml of the training data: the offline model is now
-wrong) and compares the offline LSTM frozen with the same LSTM learning online. Recovery time:
+wrong) and compares the offline LSTM frozen with the same LSTM learning online, in the two
+ways the trainer can (``adapt``): its weights (``online``) or the flange payload of its nominal
+model (``payload``, :mod:`invdyn_ros.core.payload`). Recovery time:
 from the switch until the tracking error's 1-s moving RMS is back within
 :data:`RECOVERY_FACTOR` of its level in the seconds before the switch (and stays there for
 :data:`RECOVERY_HOLD_S`).
