@@ -1241,10 +1241,7 @@ def _bench_online_update(s: Settings, data: SimData, model_path: Path, accel) ->
     tp = TrainerParams()
     torch.set_num_threads(tp.threads)
     model, _ = load_checkpoint(model_path, expect_kind='lstm', joint_names=LWR_JOINTS_1_TO_5)
-    cfg = OnlineConfig(batch_size=tp.batch_size, context=tp.context,
-                       learning_rate=tp.learning_rate, replay_batches=tp.replay_batches,
-                       replay_size=tp.replay_size, holdout_every=tp.holdout_every,
-                       holdout_size=tp.holdout_size)
+    cfg = OnlineConfig.from_params(tp)
     learner = OnlineLearner(model, accel, cfg)
     tr = data.get('train').select(LWR_JOINTS_1_TO_5)
     times = []
