@@ -180,6 +180,7 @@ def test_diagnostics_say_how_the_node_is_scheduled(setup):
     assert rt.startswith('SCHED_FIFO priority 50 on ') or rt.startswith('off: SCHED_FIFO 50 '), rt
     assert vals['receive'] == {'thread': 'dedicated thread', 'executor': 'executor'}[
         setup['receive']], vals['receive']
+    assert vals['publish'] == 'serialized', vals['publish']
 
 
 @pytest.mark.parametrize('params,match', [

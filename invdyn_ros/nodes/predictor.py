@@ -62,6 +62,7 @@ from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, FEEDFORWA
                                      declare_params, default_model_path, diagnostics,
                                      joint_states_qos, refuse_runtime_changes, stamp_to_s)
 from invdyn_ros.nodes.receiver import DedicatedReceiver
+from invdyn_ros.nodes.wire import SerializedFeedforward
 
 DEFAULT_MODEL = 'lwr4plus_j1-5_lstm.npz'
 #: Model messages waiting to be decoded; more than this and the oldest are refused.
@@ -154,6 +155,15 @@ class PredictorNode(Node):
         self._ff = JointState()
         self._ff.name = list(p.joint_names)
         self._cmd = Float64MultiArray()
+        # The two feedforward messages serialized once and patched per sample (see
+        # invdyn_ros.nodes.wire); as messages if this rclpy serializes another way.
+        self._wire: Optional[SerializedFeedforward] = None
+        try:
+            self._wire = SerializedFeedforward(p.joint_names)
+            self.publish_mode = 'serialized'
+        except RuntimeError as e:
+            self.publish_mode = f'messages ({e})'
+            self.get_logger().warning(f'feedforward published as messages: {e}')
         self.get_logger().info(
             f'predicting {list(p.joint_names)} with {path} (model version '
             f'{self.model_version}, {model.config.num_layers}x{model.config.hidden_size} LSTM, '
@@ -183,12 +193,16 @@ class PredictorNode(Node):
             return
         self.resets += r.reset
         self.clamped += r.clamped
-        ff = self._ff
-        ff.header.stamp = msg.header.stamp
-        ff.effort = r.tau.tolist()
-        self._cmd.data = ff.effort
+        if self._wire is not None:
+            stamp = msg.header.stamp
+            ff, cmd = self._wire.fill(stamp.sec, stamp.nanosec, r.tau)
+        else:
+            ff, cmd = self._ff, self._cmd
+            ff.header.stamp = msg.header.stamp
+            ff.effort = r.tau.tolist()
+            cmd.data = ff.effort
         self._ff_pub.publish(ff)
-        self._cmd_pub.publish(self._cmd)
+        self._cmd_pub.publish(cmd)
         self.answered += 1
         self.latency.add(time.perf_counter() - t0)
         # After the publishes (not on the feedforward's latency): the sample for the trainer.
@@ -311,6 +325,7 @@ class PredictorNode(Node):
                   'clamped': self.clamped, 'resets': self.resets,
                   'model_version': self.model_version, 'model_updates': self.model_updates,
                   'target': self.target, 'realtime': self.realtime, 'receive': self.receive,
+                  'publish': self.publish_mode,
                   'payload_mass_kg': f'{payload_mass(self._spec):.3f}'}
         self._diag_pub.publish(diagnostics(
             self, 'invdyn: predictor', values, self.reject, ok=rate > 0,
