@@ -18,6 +18,25 @@ SEND_RATE_HZ = 400.0
 SETTLE = 200
 
 
+def _zero_residual_start(tmp_path, normalizer):
+    """A residual_rbd LSTM of joints 1-5 whose output is zero (the nominal model alone), its
+    nominal spec and its checkpoint."""
+    import torch
+    from invdyn_ros.core.checkpoint import save_checkpoint
+    from invdyn_ros.core.lstm import LstmConfig, LstmInverseDynamics
+    from invdyn_ros.core.nominal import lwr4plus_spec
+    from invdyn_ros.core.training import target_meta
+    spec = lwr4plus_spec(LWR_JOINTS_1_TO_5)
+    torch.manual_seed(0)
+    start = LstmInverseDynamics(LstmConfig(joint_names=LWR_JOINTS_1_TO_5, rate_hz=1000.0,
+                                           hidden_size=8), normalizer)
+    with torch.no_grad():
+        start.head.weight.zero_()
+        start.head.bias.zero_()
+    path = save_checkpoint(tmp_path / 'start.npz', start, target_meta('residual_rbd', spec))
+    return start, spec, path
+
+
 def test_trainer_records_what_it_sees(tmp_path):
     rec = tmp_path / 'rec'
     traj = simulate(1.5, payload_ml=200.0, seed=3)
@@ -56,23 +75,13 @@ def test_trainer_records_what_it_sees(tmp_path):
 def test_trainer_learns_and_publishes_the_target_of_its_model(tmp_path):
     """A residual_rbd start model: the trainer learns the residual and every model it publishes
     carries the same target and nominal model (so the predictor keeps adding it)."""
-    import torch
     from std_msgs.msg import UInt8MultiArray
     from ros_harness import LATCHED
-    from invdyn_ros.core.checkpoint import checkpoint_from_bytes, save_checkpoint
-    from invdyn_ros.core.lstm import LstmConfig, LstmInverseDynamics, Normalizer
-    from invdyn_ros.core.nominal import lwr4plus_spec
+    from invdyn_ros.core.checkpoint import checkpoint_from_bytes
+    from invdyn_ros.core.lstm import Normalizer
     from invdyn_ros.core.targets import spec_from_meta
-    from invdyn_ros.core.training import target_meta
     j = LWR_JOINTS_1_TO_5
-    spec = lwr4plus_spec(j)
-    torch.manual_seed(0)
-    start = LstmInverseDynamics(LstmConfig(joint_names=j, rate_hz=1000.0, hidden_size=8),
-                                Normalizer.identity(15, 5))
-    with torch.no_grad():
-        start.head.weight.zero_()
-        start.head.bias.zero_()
-    path = save_checkpoint(tmp_path / 'start.npz', start, target_meta('residual_rbd', spec))
+    _, spec, path = _zero_residual_start(tmp_path, Normalizer.identity(15, 5))
     traj = simulate(1.5, payload_ml=400.0, seed=4)
     p = start_node('trainer', {'input': 'joint_states', 'model_path': str(path),
                                'batch_size': 32, 'context': 16,
@@ -184,22 +193,14 @@ def test_trainer_adapts_the_payload_and_the_predictor_serves_it(tmp_path):
     from diagnostic_msgs.msg import DiagnosticArray
     from std_msgs.msg import UInt8MultiArray
     from ros_harness import LATCHED
-    from invdyn_ros.core.checkpoint import checkpoint_from_bytes, save_checkpoint
-    from invdyn_ros.core.lstm import LstmConfig, LstmInverseDynamics, Normalizer
-    from invdyn_ros.core.nominal import lwr4plus_spec, NominalModel
+    from invdyn_ros.core.checkpoint import checkpoint_from_bytes
+    from invdyn_ros.core.lstm import Normalizer
+    from invdyn_ros.core.nominal import NominalModel
     from invdyn_ros.core.online import OnlinePredictor
     from invdyn_ros.core.targets import payload_mass, spec_from_meta
-    from invdyn_ros.core.training import target_meta
     j = LWR_JOINTS_1_TO_5
-    spec = lwr4plus_spec(j)
-    torch.manual_seed(0)
-    start = LstmInverseDynamics(LstmConfig(joint_names=j, rate_hz=1000.0, hidden_size=8),
-                                Normalizer(np.zeros(15), np.ones(15), np.zeros(5),
-                                           np.full(5, 10.0)))
-    with torch.no_grad():
-        start.head.weight.zero_()
-        start.head.bias.zero_()
-    path = save_checkpoint(tmp_path / 'start.npz', start, target_meta('residual_rbd', spec))
+    start, spec, path = _zero_residual_start(tmp_path, Normalizer(
+        np.zeros(15), np.ones(15), np.zeros(5), np.full(5, 10.0)))
     traj = simulate(3.0, payload_ml=800.0, seed=7)
     pred = start_node('predictor', {'model_path': str(path), 'qos_depth': 1000})
     p = start_node('trainer', {'model_path': str(path), 'adapt': 'payload',

@@ -380,13 +380,8 @@ class OnlineLearner:
         when that scores better than the payload in operation on the newest held-back
         windows."""
         from invdyn_ros.core.nominal import with_payload
-        if self._payload.updates == 0:
-            return None
-        with self._lock:
-            windows = list(self._holdout)
-        if self.config.holdout_recent > 0:
-            windows = windows[-self.config.holdout_recent:]
-        if not windows:
+        windows = self._scoring_windows()
+        if self._payload.updates == 0 or not windows:
             return None
         new_p = self._payload.params.copy()
         std = self._norm.y_std
@@ -414,12 +409,17 @@ class OnlineLearner:
         self.stats['published'] += 1
         return self.published
 
-    def holdout_score(self, model: LstmInverseDynamics) -> Optional[float]:
-        """Normalised MSE of ``model`` on the held-back windows (None when there are none)."""
+    def _scoring_windows(self) -> list[Window]:
+        """The held-back windows candidates are scored on (the newest ``holdout_recent``)."""
         with self._lock:
             windows = list(self._holdout)
         if self.config.holdout_recent > 0:
             windows = windows[-self.config.holdout_recent:]
+        return windows
+
+    def holdout_score(self, model: LstmInverseDynamics) -> Optional[float]:
+        """Normalised MSE of ``model`` on the held-back windows (None when there are none)."""
+        windows = self._scoring_windows()
         if not windows:
             return None
         was_training = model.training
