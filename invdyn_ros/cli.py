@@ -654,11 +654,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     tn = sub.add_parser('tune', help='search the LSTM hyperparameters of the paper experiments',
                         description='Random search over layers, hidden size, BPTT window and '
-                        'segment, batch, learning rate and optimizer, weight decay and the '
-                        'acceleration filter, epochs by validation; validation by trajectory '
-                        '(Baxter: folds of its Training runs; LWR: simulated runs of their own '
-                        'seeds), never on test runs. Writes tune_<dataset>.json/.md into --out '
-                        'and the choice into --hparams.')
+                        'segment, batch, learning rate and optimizer, weight decay, the '
+                        'acceleration filter and the loss weighting, epochs by validation; '
+                        'validation by trajectory (Baxter: folds of its Training runs; LWR: '
+                        'simulated runs of their own seeds), never on test runs. Writes '
+                        'tune_<dataset>.json/.md into --out and the choice into --hparams.')
     tn.add_argument('--dataset', choices=('lwr', 'baxter', 'all'), default='all')
     tn.add_argument('--out', default='tune_out', help='folder for the results (default '
                     'tune_out)')

@@ -320,7 +320,7 @@ def test_lwr_goals_and_epochs():
     assert lwr.goals([row(100, 1.0, 2.0)])[-1]['met'] is None
     assert lwr.lstm_epochs(TINY_HP, 100, 1000, 10) == (10, 10)
     assert lwr.lstm_epochs(TINY_HP, 100, 10000, 10) == (100, 20)
-    assert lwr.lstm_epochs(TINY_HP, 10 ** 6, 1000, 3) == (2 * TINY_HP.epochs, 3)
+    assert lwr.lstm_epochs(TINY_HP, 10 ** 6, 1000, 3) == (lwr.EPOCH_CAP_FACTOR * TINY_HP.epochs, 3)
 
 
 def test_real_baxter_split():

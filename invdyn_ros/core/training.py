@@ -37,6 +37,8 @@ if TYPE_CHECKING:   # Pinocchio is imported only by those who train a residual t
 _LOG = logging.getLogger(__name__)
 
 OPTIMIZERS = ('adagrad', 'adam')
+#: How joints weigh in the training loss (TrainConfig.loss).
+LOSSES = ('normalised', 'mse')
 #: Fewest samples a trajectory must have to be used for training.
 MIN_TRAJ_SAMPLES = 8
 
@@ -61,6 +63,9 @@ class TrainConfig:
         seed: seeds numpy and torch, so a run is reproducible on the same machine.
         threads: torch CPU threads (set deliberately: 2 cores here, DDS needs one in operation).
         device: 'auto' (GPU when present), 'cpu' or 'cuda'.
+        loss: 'normalised' (each joint's error over its torque standard deviation: every joint
+            weighs the same, as normalised MSE scores it) or 'mse' (errors in Nm over one
+            common scale: joints weigh by their torque, as plain MSE scores it).
     """
 
     epochs: int = 40
@@ -77,6 +82,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     device: str = 'auto'
+    loss: str = 'normalised'
 
     def validate(self) -> 'TrainConfig':
         for name in ('epochs', 'batch', 'window', 'segment', 'threads'):
@@ -99,6 +105,8 @@ class TrainConfig:
             raise ValueError(f'val_fraction must be in [0, 1), got {self.val_fraction!r}')
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f'optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}')
+        if self.loss not in LOSSES:
+            raise ValueError(f'loss must be one of {LOSSES}, got {self.loss!r}')
         if self.device not in ('auto', 'cpu', 'cuda'):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         return self
@@ -274,7 +282,8 @@ def train_lstm(trajs: Sequence[Trajectory], model_config: LstmConfig,
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    y_std = model.y_std
+    # The scale of each joint's error in the loss (see TrainConfig.loss).
+    y_std = model.y_std if cfg.loss == 'normalised' else torch.sqrt(torch.mean(model.y_std ** 2))
     xs = [torch.as_tensor(d.x, dtype=torch.float32) for d in train]
     ys = [torch.as_tensor(d.y, dtype=torch.float32) for d in train]
     history: list[dict] = []

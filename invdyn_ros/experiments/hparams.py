@@ -10,7 +10,8 @@ are). ``invdyn experiment paper`` reads them; nothing in the experiments is set 
 Per data set: architecture (``num_layers``, ``hidden_size``), truncated BPTT (``window``
 [samples] per update, ``segment`` [samples] over which the state is carried, ``burn_in``,
 ``batch`` segments per update), optimisation (``epochs``: the fixed number of passes the final
-model trains, ``lr``, ``optimizer``, ``grad_clip``, ``weight_decay``) and the causal
+model trains, ``lr``, ``optimizer``, ``grad_clip``, ``weight_decay``, ``loss``: how joints
+weigh, see :class:`~invdyn_ros.core.training.TrainConfig`) and the causal
 acceleration estimator (``jerk_psd``, ``qd_noise_std``), whose estimate is an input of the
 model.
 """
@@ -54,6 +55,7 @@ class LstmHparams:
     weight_decay: float = 0.0
     jerk_psd: float = 10.0
     qd_noise_std: float = 5.0e-3
+    loss: str = 'normalised'
 
     def validate(self) -> 'LstmHparams':
         """Raise HparamError naming the first unusable field; returns self."""
@@ -79,7 +81,8 @@ class LstmHparams:
                            lr=float(self.lr), optimizer=self.optimizer,
                            grad_clip=float(self.grad_clip),
                            weight_decay=float(self.weight_decay), val_fraction=val_fraction,
-                           patience=patience, seed=seed, threads=threads, device='cpu')
+                           patience=patience, seed=seed, threads=threads, device='cpu',
+                           loss=self.loss)
 
     def accel_config(self) -> AccelConfig:
         return AccelConfig(jerk_psd=float(self.jerk_psd),
@@ -89,7 +92,8 @@ class LstmHparams:
         return (f'{self.num_layers} x {self.hidden_size} LSTM; {self.optimizer} lr '
                 f'{self.lr:g}, {self.epochs} epochs, batch {self.batch} segments of '
                 f'{self.segment} samples, BPTT window {self.window}, burn-in {self.burn_in}, '
-                f'grad clip {self.grad_clip:g}, weight decay {self.weight_decay:g}; '
+                f'grad clip {self.grad_clip:g}, weight decay {self.weight_decay:g}, '
+                f'{self.loss} loss; '
                 f'acceleration filter jerk PSD {self.jerk_psd:g}, qd noise '
                 f'{self.qd_noise_std:g} rad/s')
 

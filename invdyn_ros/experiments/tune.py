@@ -1,11 +1,12 @@
 """``invdyn tune``: the documented hyperparameter search behind the paper experiments' LSTM.
 
 A seeded random search over :data:`SPACE` (layers, hidden size, truncated-BPTT window and
-segment, batch, learning rate and optimiser, weight decay, and the acceleration filter whose
-estimate is an input), plus the incumbent (the current file's choice, or the package
-defaults) as trial 0. The number of epochs is searched by validation inside each trial: every
-trial trains up to ``max_epochs`` with a validation pass after each epoch (early stop after
-``patience`` epochs without improvement), and its epochs are the best validation epoch.
+segment, batch, learning rate and optimiser, weight decay, the acceleration filter whose
+estimate is an input, and how joints weigh in the loss), plus the incumbent (the current
+file's choice, or the package defaults) as trial 0. The number of epochs is searched by
+validation inside each trial: every trial trains up to ``max_epochs`` with a validation pass
+after each epoch (early stop after ``patience`` epochs without improvement), and its epochs
+are the best validation epoch.
 
 Validation is by trajectory and never touches a test run:
 
@@ -52,6 +53,7 @@ SPACE: dict = {
     'weight_decay': [0.0, 1e-4, 1e-3, 3e-3],
     'jerk_psd': [1.0, 10.0, 100.0],
     'qd_noise_std': [0.005, 0.03],
+    'loss': ['normalised', 'mse'],
 }
 #: Fixed in every trial: global gradient-norm clip and burn-in [samples].
 FIXED = {'grad_clip': 1.0, 'burn_in': 8}
