@@ -150,7 +150,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         tcfg = TrainConfig(epochs=args.epochs, batch=args.batch, window=args.window,
                            segment=args.segment, lr=args.lr, optimizer=args.optimizer,
                            seed=args.seed, threads=args.threads, device=args.device,
-                           val_fraction=args.val_fraction, patience=args.patience).validate()
+                           val_fraction=args.val_fraction, patience=args.patience,
+                           loss=args.loss).validate()
         accel = AccelConfig(jerk_psd=args.jerk_psd).validate()
     except ValueError as e:
         raise CliError(str(e)) from None
@@ -514,6 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--layers', type=_positive_int, default=1, help='LSTM layers (default 1)')
     t.add_argument('--lr', type=_positive_float, default=0.05)
     t.add_argument('--optimizer', choices=('adagrad', 'adam'), default='adagrad')
+    t.add_argument('--loss', choices=('normalised', 'mse'), default='normalised',
+                   help="how joints weigh: 'normalised' (error over each joint's torque "
+                   "spread, as nMSE scores) or 'mse' (errors in Nm, as MSE scores)")
     t.add_argument('--val-fraction', type=float, default=0.2)
     t.add_argument('--patience', type=int, default=6)
     t.add_argument('--jerk-psd', type=_positive_float, default=10.0,
