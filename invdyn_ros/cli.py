@@ -658,9 +658,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     tn = sub.add_parser('tune', help='search the LSTM hyperparameters of the paper experiments',
                         description='Random search over layers, hidden size, BPTT window and '
-                        'segment, batch, learning rate and optimizer, weight decay, the '
-                        'acceleration filter and the loss weighting, epochs by validation; '
-                        'validation by trajectory (Baxter: folds of its Training runs; LWR: '
+                        'segment, batch, learning rate and optimizer, weight decay and the '
+                        'acceleration filter, epochs by validation, on the loss of the data '
+                        "set's metric; validation by trajectory (Baxter: folds of its Training "
+                        'runs; LWR: '
                         'simulated runs of their own seeds), never on test runs. Writes '
                         'tune_<dataset>.json/.md into --out and the choice into --hparams.')
     tn.add_argument('--dataset', choices=('lwr', 'baxter', 'all'), default='all')

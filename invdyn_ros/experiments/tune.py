@@ -1,9 +1,11 @@
 """``invdyn tune``: the documented hyperparameter search behind the paper experiments' LSTM.
 
 A seeded random search over :data:`SPACE` (layers, hidden size, truncated-BPTT window and
-segment, batch, learning rate and optimiser, weight decay, the acceleration filter whose
-estimate is an input, and how joints weigh in the loss), plus the incumbent (the current
-file's choice, or the package defaults) as trial 0. The number of epochs is searched by
+segment, batch, learning rate and optimiser, weight decay, and the acceleration filter whose
+estimate is an input), plus the incumbent (the current file's choice, or the package defaults)
+as trial 0. Every trial trains on the loss of its data set's metric (:data:`LOSS`: plain MSE
+for the LWR, whose goals are in Nm^2; normalised for Baxter, whose goal is nMSE): how joints
+weigh follows from what is scored, it is not searched. The number of epochs is searched by
 validation inside each trial: every trial trains up to ``max_epochs`` with a validation pass
 after each epoch (early stop after ``patience`` epochs without improvement), and its epochs
 are the best validation epoch.
@@ -53,11 +55,12 @@ SPACE: dict = {
     'weight_decay': [0.0, 1e-4, 1e-3, 3e-3],
     'jerk_psd': [1.0, 10.0, 100.0],
     'qd_noise_std': [0.005, 0.03],
-    'loss': ['normalised', 'mse'],
 }
 #: Fixed in every trial: global gradient-norm clip and burn-in [samples].
 FIXED = {'grad_clip': 1.0, 'burn_in': 8}
 METRIC = {'baxter': 'nmse', 'lwr': 'mse'}
+#: The training loss of each data set's trials (TrainConfig.loss), matching METRIC.
+LOSS = {'baxter': 'normalised', 'lwr': 'mse'}
 #: Seeds of the LWR tuning runs: training + payload index, validation + payload index.
 LWR_TUNE_SEED = 4000
 LWR_TUNE_VAL_SEED = 5000
@@ -110,13 +113,14 @@ QUICK_TUNE = TuneSettings(trials=4, max_epochs=12, patience=4, folds=2,
                           lwr_train_samples=10000, lwr_val_seconds=10.0)
 
 
-def sample_trial(rng: np.random.Generator) -> LstmHparams:
-    """One random point of :data:`SPACE` (epochs are set by the trial's validation)."""
+def sample_trial(rng: np.random.Generator, loss: str = 'normalised') -> LstmHparams:
+    """One random point of :data:`SPACE` (epochs are set by the trial's validation), trained
+    on ``loss``."""
     pick = {k: v[int(rng.integers(len(v)))] for k, v in SPACE.items() if isinstance(v, list)}
     lo, hi = SPACE['lr'][pick['optimizer']]
     lr = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
     pick['segment'] = max(pick['segment'], pick['window'])
-    return LstmHparams(lr=float(f'{lr:.3g}'), epochs=1, **FIXED, **pick).validate()
+    return LstmHparams(lr=float(f'{lr:.3g}'), epochs=1, loss=loss, **FIXED, **pick).validate()
 
 
 def incumbent(path: Path, dataset: str) -> tuple[LstmHparams, str]:
@@ -247,7 +251,9 @@ def run_tune(dataset: str, out_dir: Union[str, Path], settings: TuneSettings = F
     splits, how, joints, rate = _splits(dataset, settings, baxter_root)
     rng = np.random.default_rng(settings.seed)
     start, start_from = incumbent(path, dataset)
-    candidates = [start] + [sample_trial(rng) for _ in range(settings.trials - 1)]
+    start = replace(start, loss=LOSS[dataset])
+    candidates = [start] + [sample_trial(rng, LOSS[dataset])
+                            for _ in range(settings.trials - 1)]
     trials = []
     for i, hp in enumerate(candidates):
         r = run_trial(hp, splits, joints, rate, settings, metric)
