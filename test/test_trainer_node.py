@@ -18,6 +18,19 @@ SEND_RATE_HZ = 400.0
 SETTLE = 200
 
 
+def _send(pub, traj, sec0):
+    """Publish ``traj`` as JointState messages at SEND_RATE_HZ, stamped from ``sec0`` [s]."""
+    for k in range(len(traj)):
+        m = JointState()
+        ns = int(round(traj.t[k] * 1e9))
+        m.header.stamp.sec, m.header.stamp.nanosec = sec0 + ns // 10**9, ns % 10**9
+        m.name = list(traj.joint_names)
+        m.position, m.velocity = traj.q[k].tolist(), traj.qd[k].tolist()
+        m.effort = traj.tau[k].tolist()
+        pub.publish(m)
+        time.sleep(1.0 / SEND_RATE_HZ)
+
+
 def _zero_residual_start(tmp_path, normalizer):
     """A residual_rbd LSTM of joints 1-5 whose output is zero (the nominal model alone), its
     nominal spec and its checkpoint."""
@@ -49,15 +62,7 @@ def test_trainer_records_what_it_sees(tmp_path):
         h.wait_for(lambda: pub.get_subscription_count() > 0, 30, 'the trainer to subscribe')
         time.sleep(1.0)
         sec0 = 2000
-        for k in range(len(traj)):
-            m = JointState()
-            ns = int(round(traj.t[k] * 1e9))
-            m.header.stamp.sec, m.header.stamp.nanosec = sec0 + ns // 10**9, ns % 10**9
-            m.name = list(traj.joint_names)
-            m.position, m.velocity = traj.q[k].tolist(), traj.qd[k].tolist()
-            m.effort = traj.tau[k].tolist()
-            pub.publish(m)
-            time.sleep(1.0 / SEND_RATE_HZ)
+        _send(pub, traj, sec0)
         time.sleep(1.0)
     finally:
         h.close()
@@ -93,15 +98,7 @@ def test_trainer_learns_and_publishes_the_target_of_its_model(tmp_path):
         pub = h.node.create_publisher(JointState, '/joint_states', RELIABLE)
         h.wait_for(lambda: pub.get_subscription_count() > 0, 30, 'the trainer to subscribe')
         time.sleep(1.0)
-        for k in range(len(traj)):
-            m = JointState()
-            ns = int(round(traj.t[k] * 1e9))
-            m.header.stamp.sec, m.header.stamp.nanosec = 3000 + ns // 10**9, ns % 10**9
-            m.name = list(traj.joint_names)
-            m.position, m.velocity = traj.q[k].tolist(), traj.qd[k].tolist()
-            m.effort = traj.tau[k].tolist()
-            pub.publish(m)
-            time.sleep(1.0 / SEND_RATE_HZ)
+        _send(pub, traj, 3000)
         h.wait_for(lambda: len(models) > 0, 20, 'a published model')
     finally:
         h.close()
@@ -221,15 +218,7 @@ def test_trainer_adapts_the_payload_and_the_predictor_serves_it(tmp_path):
         h.wait_for(lambda: pub.get_subscription_count() > 0, 30, 'the predictor to subscribe')
         h.wait_for(lambda: values('invdyn: trainer').get('adapt') == 'payload', 30,
                    'the trainer')
-        for k in range(len(traj)):
-            m = JointState()
-            ns = int(round(traj.t[k] * 1e9))
-            m.header.stamp.sec, m.header.stamp.nanosec = 5000 + ns // 10**9, ns % 10**9
-            m.name = list(traj.joint_names)
-            m.position, m.velocity = traj.q[k].tolist(), traj.qd[k].tolist()
-            m.effort = traj.tau[k].tolist()
-            pub.publish(m)
-            time.sleep(1.0 / SEND_RATE_HZ)
+        _send(pub, traj, 5000)
         h.wait_for(lambda: models and values('invdyn: predictor').get('model_version') == str(
             checkpoint_from_bytes(bytes(models[-1].data), joint_names=list(j))[1][
                 'model_version']), 30, 'the predictor to serve the newest payload')
