@@ -42,8 +42,9 @@ import numpy as np
 import torch
 
 from invdyn_ros.core.accel import AccelConfig, AccelEstimator, AccelStatus
+from invdyn_ros.core.change import ChangeDetector
 from invdyn_ros.core.lstm import LstmInverseDynamics
-from invdyn_ros.core.payload import PayloadConfig, PayloadEstimator
+from invdyn_ros.core.payload import N_PARAMS, PayloadConfig, PayloadEstimator
 from invdyn_ros.core.targets import check_target, DEFAULT_TARGET, RESIDUAL_TARGETS
 
 
@@ -51,8 +52,6 @@ from invdyn_ros.core.targets import check_target, DEFAULT_TARGET, RESIDUAL_TARGE
 #: model's normalisation) from the mean is refused: no robot produces it, and its squared
 #: error could overflow the float32 loss.
 MAX_NORMALISED = 1e6
-#: Weight of the newest window in the running mean of the output layer's error (~10 windows).
-RLS_ERR_SMOOTHING = 0.1
 #: What online learning can adapt: the network's weights, or the payload of the nominal model.
 ADAPT = ('network', 'payload')
 
@@ -155,17 +154,15 @@ class OnlineLearner:
         self._payload: Optional[PayloadEstimator] = None
         if config.adapt == 'payload':
             self._payload = PayloadEstimator(self._nominal, self._norm.y_std, config.payload)
-            self._payload_base = np.array(nominal.spec.payload or np.zeros(10), dtype=float)
-            self._payload_published = np.zeros(10)
+            self._payload_base = np.array(nominal.spec.payload or np.zeros(N_PARAMS), dtype=float)
+            self._payload_published = np.zeros(N_PARAMS)
         # Exponentially weighted least-squares statistics of the output layer (normalised
         # units): R = sum w phi phi^T, Z = sum w phi y^T over features phi = [h; 1].
         if config.head_rls:
             self._rls_prior = self._head_matrix(self.model)
             self._rls_r = np.zeros((len(self._rls_prior), len(self._rls_prior)))
             self._rls_z = np.zeros_like(self._rls_prior)
-            self._rls_err: Optional[float] = None
-            # (R, Z) of a window whose error jumped, until the next one confirms the jump.
-            self._rls_jumped: Optional[tuple[np.ndarray, np.ndarray]] = None
+            self._rls_change = ChangeDetector(config.rls_jump_factor)
 
     # --- producer side (callback) ----------------------------------------------------------
     def add_sample(self, t: float, q: np.ndarray, qd: np.ndarray, tau: np.ndarray) -> bool:
@@ -288,34 +285,23 @@ class OnlineLearner:
         y = (w.y[-w.scored:] - norm.y_mean) / norm.y_std
         decay = cfg.rls_forgetting ** w.scored
         r_old, z_old = self._rls_r, self._rls_z
+        r_win, z_win = phi.T @ phi, phi.T @ y
         # The output layer's error on the new window (before it is fitted): a jump well above
         # its running mean means the dynamics changed, and the old statistics are stale.
         err = float(np.mean((phi @ self._head_matrix(model) - y) ** 2))
         if not math.isfinite(err):
             self.stats['rls_discarded'] += 1
             return
-        if len(w.x) < cfg.context + cfg.batch_size:
-            # Right after a sequence start the LSTM state is still warming up: a large error
-            # there says nothing about the dynamics, so it neither resets nor counts.
-            pass
-        elif self._rls_err is None:
-            self._rls_err = err
-        elif cfg.rls_jump_factor > 0 and err > cfg.rls_jump_factor * self._rls_err:
-            if self._rls_jumped is None:
-                # One window could be a transient (a region not seen lately): wait for the
-                # next one, keeping this one's statistics in case the change is real.
-                self._rls_jumped = (phi.T @ phi, phi.T @ y)
-            else:
-                # Two in a row: the dynamics changed. Keep only these two windows.
-                r_old, z_old = self._rls_jumped
-                self._rls_err = err
-                self._rls_jumped = None
-                self.stats['rls_resets'] += 1
-        else:
-            self._rls_err += RLS_ERR_SMOOTHING * (err - self._rls_err)
-            self._rls_jumped = None
-        r = decay * r_old + phi.T @ phi
-        z = decay * z_old + phi.T @ y
+        # Right after a sequence start the LSTM state is still warming up: a large error
+        # there says nothing about the dynamics, so it neither resets nor counts.
+        restart = self._rls_change.observe(
+            err, (r_win, z_win), warm=len(w.x) >= cfg.context + cfg.batch_size)
+        if restart is not None:
+            # Two windows in a row: the dynamics changed. Keep only these two windows.
+            r_old, z_old = restart
+            self.stats['rls_resets'] += 1
+        r = decay * r_old + r_win
+        z = decay * z_old + z_win
         ridge = cfg.rls_ridge * np.eye(len(r))
         try:
             head = np.linalg.solve(r + ridge, z + cfg.rls_ridge * self._rls_prior)

@@ -6,9 +6,10 @@ those 10 dynamic parameters, ``tau_payload = Y(q, qd, qdd) p`` with ``Y`` the jo
 regressor of the flange body (:meth:`~invdyn_ros.core.nominal.NominalModel.payload_regressor`).
 :class:`PayloadEstimator` fits ``p`` to what the learned model misses, window by window, by
 exponentially weighted least squares (recursive least squares with forgetting), with the
-same change detection as the trainer's output-layer fit: two windows in a row whose error
-(after the current estimate) jumps above ``jump_factor`` times its running mean make it
-forget everything before them, so a new load is fitted from its first quarter second on.
+same change detection as the trainer's output-layer fit (:mod:`invdyn_ros.core.change`): two
+windows in a row whose error (after the current estimate) jumps above ``jump_factor`` times
+its running mean make it forget everything before them, so a new load is fitted from its
+first quarter second on.
 
 Why physical parameters and not the network: a fit of the network (its weights or its output
 layer) to the data after a change is local, it corrects the motions seen since the change and
@@ -30,11 +31,10 @@ from typing import Optional
 
 import numpy as np
 
+from invdyn_ros.core.change import ChangeDetector
 from invdyn_ros.core.targets import PAYLOAD_PARAMS
 
 N_PARAMS = len(PAYLOAD_PARAMS)
-#: Weight of the newest window in the running mean of the estimate's error (~10 windows).
-ERR_SMOOTHING = 0.1
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,7 @@ class PayloadEstimator:
         self._z = np.zeros(N_PARAMS)
         #: The estimate: change of the payload body's dynamic parameters (PAYLOAD_PARAMS).
         self.params = np.zeros(N_PARAMS)
-        self._err: Optional[float] = None
-        self._jumped: Optional[tuple[np.ndarray, np.ndarray]] = None
+        self._change = ChangeDetector(config.jump_factor)
         self.updates = 0
         self.resets = 0
         self.discarded = 0
@@ -108,25 +107,12 @@ class PayloadEstimator:
             return False
         decay = cfg.forgetting ** len(x)
         r_old, z_old = self._r, self._z
-        reset = False
-        if not warm:
-            pass
-        elif self._err is None:
-            self._err = err
-        elif cfg.jump_factor > 0 and err > cfg.jump_factor * self._err:
-            if self._jumped is None:
-                # One window could be a motion not seen lately: wait for the next.
-                self._jumped = (r_win, z_win)
-            else:
-                r_old, z_old = self._jumped
-                decay = 1.0
-                self._jumped = None
-                self._err = err
-                self.resets += 1
-                reset = True
-        else:
-            self._err += ERR_SMOOTHING * (err - self._err)
-            self._jumped = None
+        restart = self._change.observe(err, (r_win, z_win), warm=warm)
+        if restart is not None:
+            # A new load: keep only the two windows that showed it.
+            r_old, z_old = restart
+            decay = 1.0
+            self.resets += 1
         r = decay * r_old + r_win
         z = decay * z_old + z_win
         params = np.linalg.solve(r + cfg.ridge * np.eye(N_PARAMS), z)
@@ -135,4 +121,4 @@ class PayloadEstimator:
             return False
         self._r, self._z, self.params = r, z, params
         self.updates += 1
-        return reset
+        return restart is not None

@@ -59,8 +59,8 @@ SPACE: dict = {
 #: Fixed in every trial: global gradient-norm clip and burn-in [samples].
 FIXED = {'grad_clip': 1.0, 'burn_in': 8}
 METRIC = {'baxter': 'nmse', 'lwr': 'mse'}
-#: The training loss of each data set's trials (TrainConfig.loss), matching METRIC.
-LOSS = {'baxter': 'normalised', 'lwr': 'mse'}
+#: The training loss of each data set's trials (TrainConfig.loss): the one its METRIC scores.
+LOSS = {d: 'mse' if m == 'mse' else 'normalised' for d, m in METRIC.items()}
 #: Seeds of the LWR tuning runs: training + payload index, validation + payload index.
 LWR_TUNE_SEED = 4000
 LWR_TUNE_VAL_SEED = 5000

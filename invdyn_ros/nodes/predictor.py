@@ -285,8 +285,7 @@ class PredictorNode(Node):
             # reference change.
             model = NumpyLstmStepper(model, dtype=self._online.dtype)
             with self._pending_lock:
-                self._pending = (model, version, nominal, spec if spec is not None
-                                 else self._spec)
+                self._pending = (model, version, nominal, spec)
             self.get_logger().info(f'model version {version} received; swapping in')
 
     def start_receiving(self) -> None:
