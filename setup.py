@@ -3,14 +3,36 @@
 from glob import glob
 import os
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 PACKAGE = 'invdyn'
+
+# The predictor's per-sample kernel (invdyn_ros/core/_fastpath.pyx), compiled with Cython. It
+# is optional: without Cython or a C compiler the package installs and the predictor runs its
+# numpy path (invdyn_ros.core.compiled.AVAILABLE says which). Floating-point flags: sums may be
+# reordered (vectorised), errno is not set; NaN and inf keep their meaning (no
+# -ffinite-math-only), which the kernel's finiteness checks rely on.
+KERNEL_FLAGS = ['-O3', '-fno-math-errno', '-fassociative-math', '-fno-signed-zeros',
+                '-fno-trapping-math']
+
+
+def extensions() -> list:
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        print('invdyn: Cython not found, the compiled predictor kernel is not built '
+              '(the predictor runs its numpy path)')
+        return []
+    ext = Extension('invdyn_ros.core._fastpath', ['invdyn_ros/core/_fastpath.pyx'],
+                    extra_compile_args=KERNEL_FLAGS, optional=True)
+    return cythonize([ext], language_level=3, quiet=True)
+
 
 setup(
     name=PACKAGE,
     version='0.1.0',
     packages=find_packages(exclude=['test']),
+    ext_modules=extensions(),
     package_data={'invdyn_ros.core': ['models_data/*.urdf']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
@@ -20,7 +42,7 @@ setup(
         (os.path.join('share', PACKAGE, 'models'), glob('models/*.npz') + glob('models/*.md')),
     ],
     install_requires=['setuptools'],
-    zip_safe=True,
+    zip_safe=False,
     maintainer='invdyn maintainers',
     maintainer_email='invdyn@example.org',
     description='Online-learned LSTM inverse dynamics feedforward for torque-controlled arms.',

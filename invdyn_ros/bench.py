@@ -6,7 +6,8 @@ Modes (``invdyn bench [latency|e2e|train|gp|all] [--quick] [--json OUT] [--profi
   :class:`~invdyn_ros.nodes.predictor.PredictorNode` (real publishers, no subscribers) is fed
   JointState messages of a simulated LWR 4+ run by calling its /joint_states callback directly,
   timed from callback entry to both publishes returned [us]. Beside it, for attribution: the
-  compute alone (joint mapping + :class:`~invdyn_ros.core.online.OnlinePredictor`), the same
+  compute alone (joint mapping + :class:`~invdyn_ros.core.online.OnlinePredictor`, on the path
+  the node runs, compiled where its kernel was built, and on the numpy path), the same
   with the naive PyTorch step (``LstmInverseDynamics.step`` under ``torch.no_grad``), and the
   bare LSTM steps (numpy vs torch). Percentiles per repeat; median over repeats with min..max,
   as the machine is noisy. ``--profile`` adds a cProfile of the callback path.
@@ -471,8 +472,8 @@ def bench_latency(opts: BenchOptions, s: Settings, data: SimData, model_path: Pa
             node._on_reset(Trigger.Request(), Trigger.Response())
             return _time_calls(node._on_joint_state, msgs)
 
-        def compute_run() -> np.ndarray:
-            online = OnlinePredictor(model, accel_cfg, p.torque_limits)
+        def compute_run(inference: str = p.inference) -> np.ndarray:
+            online = OnlinePredictor(model, accel_cfg, p.torque_limits, inference=inference)
 
             def one(m):
                 mp, _ = mapper.map(m.name, m.position, m.velocity, m.effort)
@@ -514,7 +515,8 @@ def bench_latency(opts: BenchOptions, s: Settings, data: SimData, model_path: Pa
         # As the predictor's main() does before spinning: long-lived objects out of the GC.
         gc.collect()
         gc.freeze()
-        paths = {'callback': callback_run, 'compute': compute_run, 'naive_compute': naive_run,
+        paths = {'callback': callback_run, 'compute': compute_run,
+                 'compute_numpy': lambda: compute_run('numpy'), 'naive_compute': naive_run,
                  'step_numpy': step_numpy_run, 'step_torch': step_torch_run}
         per_repeat: dict[str, list[dict]] = {k: [] for k in paths}
         # Paths interleaved within each repeat, so a change in machine load hits all alike.
@@ -523,6 +525,7 @@ def bench_latency(opts: BenchOptions, s: Settings, data: SimData, model_path: Pa
                 per_repeat[name].append(_pcts(run()))
         figures = {k: _over_repeats(v) for k, v in per_repeat.items()}
         profile = _profile_callback(node, msgs) if opts.profile else None
+        node_path = node._online.path
     finally:
         if node is not None:
             node.destroy_node()
@@ -536,7 +539,7 @@ def bench_latency(opts: BenchOptions, s: Settings, data: SimData, model_path: Pa
               'model': {'source': model_label, 'path': str(model_path),
                         'hidden_size': int(cfg.hidden_size),
                         'num_layers': int(cfg.num_layers), 'joints': list(cfg.joint_names)},
-              'torch_threads': opts.threads, 'paths': figures,
+              'torch_threads': opts.threads, 'inference': node_path, 'paths': figures,
               'ratio_naive_over_ours_compute_p50': ratio('naive_compute', 'compute'),
               'ratio_naive_over_ours_step_p50': ratio('step_torch', 'step_numpy')}
     if profile is not None:
@@ -575,7 +578,8 @@ def _print_latency(r: dict, report: Report) -> None:
                    f'({r["messages"]} messages x {r["repeats"]} repeats; median [min..max] '
                    f'over repeats)')
     report.note(f'model: {m["source"]}, {m["num_layers"]} x {m["hidden_size"]} LSTM, '
-                f'{len(m["joints"])} joints; torch threads {r["torch_threads"]}')
+                f'{len(m["joints"])} joints; torch threads {r["torch_threads"]}; the node '
+                f'computes with its {r["inference"]} path')
     cb = r['paths']['callback']
     for key, goal in (('p50_us', CALLBACK_P50_GOAL_US), ('p90_us', None),
                       ('p99_us', CALLBACK_P99_GOAL_US), ('max_us', None)):
@@ -583,7 +587,8 @@ def _print_latency(r: dict, report: Report) -> None:
         report.row(f'callback (map+LSTM+2 publishes) {key[:-3]} [us]', _spread(cb[key]),
                    f'<= {goal:g}' if goal else '', None if goal is None else v <= goal,
                    'latency', v)
-    labels = {'compute': 'compute (map + OnlinePredictor)',
+    labels = {'compute': f'compute (map + OnlinePredictor, {r["inference"]})',
+              'compute_numpy': 'compute (map + OnlinePredictor, numpy)',
               'naive_compute': 'naive compute (map + torch step)',
               'step_numpy': 'LSTM step, numpy (ours)', 'step_torch': 'LSTM step, torch no_grad'}
     for name, label in labels.items():

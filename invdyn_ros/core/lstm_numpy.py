@@ -366,6 +366,17 @@ class NumpyLstmStepper:
         self._tmp = np.empty(h_size, dtype=self.dtype)
         self._layers = [(w, xh, xh[:xh.shape[0] - h_size - 1], xh[xh.shape[0] - h_size - 1:-1])
                         for w, xh in zip(self._weights, self._xh)]
+        self._flat: Union[np.ndarray, None] = None
+
+    def fused_buffer(self) -> np.ndarray:
+        """The fused weights as one float64 vector: per layer its (4H, n_in + H + 1) matrix,
+        then the head (d, H) and its bias (d,), row-major: what the compiled path
+        (:mod:`invdyn_ros.core.compiled`) reads. Made on first use and kept; not to be
+        written to."""
+        if self._flat is None:
+            parts = [w.ravel() for w in self._weights] + [self._w_out.ravel(), self._b_out]
+            self._flat = np.concatenate(parts).astype(np.float64)
+        return self._flat
 
     def initial_state(self) -> NumpyState:
         """Zero (h, c), each (num_layers, hidden_size): the state after a reset."""

@@ -29,6 +29,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from invdyn_ros.core import compiled as cc
 from invdyn_ros.core.accel import AccelConfig, AccelEstimator, AccelStatus
 from invdyn_ros.core.lstm_numpy import as_lstm_weights, NumpyLstmStepper
 from invdyn_ros.core.targets import check_target, DEFAULT_TARGET
@@ -51,6 +52,28 @@ def input_half_widths(normalizer: Any, dof: int) -> tuple[np.ndarray, np.ndarray
     std = np.asarray(normalizer.x_std, dtype=np.float64)
     return (np.maximum(MAX_INPUT_STD * std[:dof], MIN_Q_RANGE),
             np.maximum(MAX_INPUT_STD * std[dof:2 * dof], MIN_QD_RANGE))
+
+
+#: How OnlinePredictor runs a sample: 'compiled' (one C call: :mod:`.compiled`), 'numpy'
+#: (:class:`NumpyLstmStepper` and :class:`AccelEstimator`), 'auto' (compiled when its kernel
+#: was built and the model runs in float64, else numpy). Both compute the same torques (within
+#: 1e-5 Nm, see :mod:`.compiled`).
+INFERENCE_PATHS = ('auto', 'compiled', 'numpy')
+
+
+def choose_path(inference: str, dtype) -> str:
+    """'compiled' or 'numpy' for an ``inference`` setting and a model dtype; ValueError when
+    'compiled' is asked for and cannot run (no numba, or float32)."""
+    if inference not in INFERENCE_PATHS:
+        raise ValueError(f'inference must be one of {list(INFERENCE_PATHS)}, got {inference!r}')
+    possible = cc.AVAILABLE and np.dtype(dtype) == np.float64
+    if inference == 'compiled' and not possible:
+        why = ('its kernel was not built (no Cython or C compiler when the package was '
+               'installed)' if not cc.AVAILABLE else 'it runs float64 models only')
+        raise ValueError(f'the compiled inference path cannot run here: {why}')
+    if inference == 'numpy' or not possible:
+        return 'numpy'
+    return 'compiled'
 
 
 class Rejection(enum.Enum):
@@ -85,11 +108,14 @@ class OnlinePredictor:
         target: what the model learned (the checkpoint's ``target``).
         nominal: the :class:`~invdyn_ros.core.nominal.NominalModel` of a residual target
             (needed for 'residual_rbd', whose output adds it; unused for 'residual_gravity').
+        inference: 'auto', 'compiled' or 'numpy' (:data:`INFERENCE_PATHS`); :attr:`path`
+            says which runs.
     """
 
     def __init__(self, model: Any, accel: AccelConfig = AccelConfig(),
                  torque_limits: Optional[Sequence[float]] = None, dtype=np.float64,
-                 target: str = DEFAULT_TARGET, nominal: Optional[Any] = None) -> None:
+                 target: str = DEFAULT_TARGET, nominal: Optional[Any] = None,
+                 inference: str = 'auto') -> None:
         model = as_lstm_weights(model)
         self.joint_names = model.config.joint_names
         self.dof = len(self.joint_names)
@@ -117,6 +143,62 @@ class OnlinePredictor:
             self._inv_limits = 1.0 / lim
         else:
             self._limits = None
+        #: 'compiled' or 'numpy': how each sample runs (see :data:`INFERENCE_PATHS`).
+        self.path = choose_path(inference, dtype)
+        self._cc: Optional[dict] = None
+        if self.path == 'compiled':
+            self._cc_consts = cc.consts_buffer(self._accel.config, torque_limits)
+            self._cc_setup(self._stepper, keep=False)
+
+    # --- compiled path -----------------------------------------------------------------------
+    def _cc_setup(self, stepper: NumpyLstmStepper, keep: bool) -> None:
+        """Buffers of the compiled path for ``stepper``; the filter is carried over from the
+        buffers in use, the LSTM state too when ``keep``."""
+        d, n_l, h = self.dof, stepper.num_layers, stepper.hidden_size
+        lay = cc.state_layout(d, n_l, h)
+        state = np.zeros(lay['all'].stop)
+        old = self._cc
+        if old is not None:
+            end = lay['accel'].stop            # the filter: the same size for the same joints
+            state[:end] = old['state'][:end]
+            if keep:
+                state[lay['h']] = old['state'][old['layout']['h']]
+                state[lay['c']] = old['state'][old['layout']['c']]
+        model = stepper.fused_buffer()
+        bounds = np.concatenate(self._bounds[True][1:3])
+        if old is None:
+            kernel = cc.Kernel(model, bounds, self._cc_consts, state, n_l, h, d)
+        else:
+            kernel = old['kernel']
+            kernel.set_model(model, bounds, state, n_l, h)
+        x = state[lay['x']]
+        self._cc = {'kernel': kernel, 'state': state, 'layout': lay, 'tau': state[lay['tau']],
+                    'qd': x[d:2 * d], 'qdd': x[2 * d:], 'buffers': (model, bounds)}
+
+    def _update_compiled(self, t: float, q: np.ndarray, qd: Optional[np.ndarray]
+                         ) -> StepResult:
+        k = self._cc
+        kernel = k['kernel']
+        has_qd = qd is not None
+        try:
+            code = kernel.step(t, q, qd if has_qd else q, has_qd, self._rnea is None)
+        except (ValueError, TypeError):
+            # The kernel takes contiguous float64 vectors; anything else is converted once.
+            q = np.ascontiguousarray(q, dtype=np.float64)
+            qd = q if not has_qd else np.ascontiguousarray(qd, dtype=np.float64)
+            code = kernel.step(float(t), q, qd, has_qd, self._rnea is None)
+        status = code & cc.STATUS_MASK
+        if status >= cc.DUPLICATE:
+            return StepResult(None, reset=status == cc.NON_FINITE_OUTPUT,
+                              rejected=_CC_REJECTIONS[status])
+        if self._rnea is not None:
+            k['tau'] += self._rnea(q, k['qd'], k['qdd'])
+            done = kernel.finish_output()
+            if done == cc.NON_FINITE_OUTPUT:
+                return StepResult(None, reset=True, rejected=Rejection.NON_FINITE_OUTPUT)
+            code |= done
+        return StepResult(k['tau'].copy(), reset=status == cc.OK_RESET,
+                          clamped=bool(code & cc.CLAMPED))
 
     def swap_model(self, model: Any, nominal: Optional[Any] = None) -> None:
         """Use new weights from the next sample on; the state is kept when the shapes agree.
@@ -153,6 +235,8 @@ class OnlinePredictor:
         self._set_input_bounds(stepper)
         if not keep:
             self._state = stepper.initial_state()
+        if self._cc is not None:
+            self._cc_setup(stepper, keep)
 
     def _set_input_bounds(self, stepper: NumpyLstmStepper) -> None:
         """Plausible inputs: |q - mean| and |qd - mean| within the half-widths of
@@ -178,11 +262,18 @@ class OnlinePredictor:
         """Forget the LSTM state and the acceleration filter (e.g. on a ~/reset request)."""
         self._accel.reset()
         self._state = self._stepper.initial_state()
+        if self._cc is not None:
+            state, lay = self._cc['state'], self._cc['layout']
+            state[cc.S_STARTED] = 0.0
+            state[lay['h']] = 0.0
+            state[lay['c']] = 0.0
 
     def update(self, t: float, q: np.ndarray, qd: Optional[np.ndarray]) -> StepResult:
         """One sample: stamp ``t`` [s], q [rad] (d,), qd [rad/s] (d,) or None -> torque."""
         if q.shape != (self.dof,) or (qd is not None and qd.shape != (self.dof,)):
             return StepResult(None, rejected=Rejection.WRONG_SHAPE)
+        if self._cc is not None:
+            return self._update_compiled(t, q, qd)
         # One test for finite and plausible inputs: each |x - mean| / half-width, at most 1
         # (a NaN fails the comparison too); only a refused sample is looked at again, to say
         # which it was. q and qd go into the input vector first (nothing else reads it before
@@ -231,6 +322,12 @@ class OnlinePredictor:
             return StepResult(None, reset=True, rejected=Rejection.NON_FINITE_OUTPUT)
         self._state = state
         return StepResult(tau, reset=reset, clamped=clamped)
+
+
+#: Rejections of the compiled path's status codes.
+_CC_REJECTIONS = {cc.DUPLICATE: Rejection.DUPLICATE_STAMP, cc.OUT_OF_RANGE: Rejection.OUT_OF_RANGE,
+                  cc.NON_FINITE_INPUT: Rejection.NON_FINITE_INPUT,
+                  cc.NON_FINITE_OUTPUT: Rejection.NON_FINITE_OUTPUT}
 
 
 def run_online(predictor: OnlinePredictor, t: np.ndarray, q: np.ndarray, qd: np.ndarray

@@ -111,10 +111,14 @@ class PredictorParams(NodeParams):
     realtime_priority: int = _p(50, 'SCHED_FIFO priority of the node threads (1..98, as '
                                 'ros2_control thread_priority); 0: default scheduler. Without '
                                 'permission the node warns and runs on')
+    inference: str = _p('auto', 'how a sample is computed: compiled (one C call, the kernel '
+                        'built at install), numpy, or auto (compiled when built, else numpy); '
+                        'the same torques within 1e-5 Nm')
 
     def validate(self) -> None:
         _joints('joint_names', self.joint_names)
         _choice('receive', self.receive, PREDICTOR_RECEIVE)
+        _choice('inference', self.inference, PREDICTOR_INFERENCE)
         if not isinstance(self.forward_samples, bool):
             raise ParamError(f'parameter forward_samples must be true or false, got '
                              f'{self.forward_samples!r}')
@@ -137,6 +141,8 @@ class PredictorParams(NodeParams):
 
 #: How the predictor can take joint_states.
 PREDICTOR_RECEIVE = ('thread', 'executor')
+#: How the predictor can compute a sample (invdyn_ros.core.online.INFERENCE_PATHS).
+PREDICTOR_INFERENCE = ('auto', 'compiled', 'numpy')
 #: What the trainer can learn from.
 TRAINER_INPUTS = ('samples', 'joint_states')
 #: What the trainer adapts (see invdyn_ros.core.online_learning).

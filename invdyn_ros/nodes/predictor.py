@@ -96,8 +96,12 @@ class PredictorNode(Node):
                 nominal = NominalModel(self._spec)
             except ValueError as e:
                 raise ParamError(f'parameter model_path: {path}: {e}') from None
-        self._online = OnlinePredictor(model, self._accel, p.torque_limits, target=self.target,
-                                       nominal=nominal)
+        try:
+            self._online = OnlinePredictor(model, self._accel, p.torque_limits,
+                                           target=self.target, nominal=nominal,
+                                           inference=p.inference)
+        except ValueError as e:
+            raise ParamError(f'parameter inference: {e}') from None
         self.model_version = int(meta.get('model_version', 0))
         self._pending: Optional[tuple] = None
         self._pending_lock = threading.Lock()
@@ -167,7 +171,8 @@ class PredictorNode(Node):
         self.get_logger().info(
             f'predicting {list(p.joint_names)} with {path} (model version '
             f'{self.model_version}, {model.config.num_layers}x{model.config.hidden_size} LSTM, '
-            f'{model.config.rate_hz:g} Hz, target {self.target})')
+            f'{model.config.rate_hz:g} Hz, target {self.target}, inference '
+            f'{self._online.path})')
 
     # --- control path ------------------------------------------------------------------------
     def _on_joint_state(self, msg: JointState) -> None:
@@ -324,7 +329,7 @@ class PredictorNode(Node):
                   'clamped': self.clamped, 'resets': self.resets,
                   'model_version': self.model_version, 'model_updates': self.model_updates,
                   'target': self.target, 'realtime': self.realtime, 'receive': self.receive,
-                  'publish': self.publish_mode,
+                  'publish': self.publish_mode, 'inference': self._online.path,
                   'payload_mass_kg': f'{payload_mass(self._spec):.3f}'}
         self._diag_pub.publish(diagnostics(
             self, 'invdyn: predictor', values, self.reject, ok=rate > 0,
