@@ -936,6 +936,14 @@ TRAINER_DIAG = ('samples', 'updates', 'published', 'model_version', 'candidates_
                 'last_update_ms')
 
 
+def _predictor_diag(consumer: '_Consumer') -> dict:
+    """The predictor's numeric diagnostics, with its rejection counts by kind (``rejected_*``,
+    counted since the node started): what it refused, when a run misses an answer."""
+    values = consumer.diagnostics.get('invdyn: predictor', {})
+    return _numbers(values, PREDICTOR_DIAG + tuple(
+        k for k in values if k.startswith('rejected_') and k != 'rejected_total'))
+
+
 def bench_e2e(opts: BenchOptions, s: Settings, data: SimData, model_path: Path, tmp: Path,
               report: Report) -> dict:
     """End to end between processes over DDS (see the module docstring)."""
@@ -996,8 +1004,7 @@ def bench_e2e(opts: BenchOptions, s: Settings, data: SimData, model_path: Path, 
                 per_round[name].append(run(name, t_in, t_out, 1))
             r = run('predictor', JOINT_STATES_TOPIC, FEEDFORWARD_TOPIC, 1)
             time.sleep(DIAG_WAIT_S)
-            r['diagnostics'] = _numbers(consumer.diagnostics.get('invdyn: predictor', {}),
-                                        PREDICTOR_DIAG)
+            r['diagnostics'] = _predictor_diag(consumer)
             per_round['predictor'].append(r)
             trainer = _start_node('trainer', {'model_path': str(model_path),
                                               'publish_period_s': TRAINER_PUBLISH_PERIOD_S},
@@ -1010,8 +1017,7 @@ def bench_e2e(opts: BenchOptions, s: Settings, data: SimData, model_path: Path, 
                   NODE_START_TIMEOUT_S, f'the trainer on {SAMPLES_TOPIC}', procs)
             r = run('predictor_trainer', JOINT_STATES_TOPIC, FEEDFORWARD_TOPIC, 1)
             time.sleep(DIAG_WAIT_S)
-            r['diagnostics'] = _numbers(consumer.diagnostics.get('invdyn: predictor', {}),
-                                        PREDICTOR_DIAG)
+            r['diagnostics'] = _predictor_diag(consumer)
             r['trainer'] = _numbers(consumer.diagnostics.get('invdyn: trainer', {}),
                                     TRAINER_DIAG)
             per_round['predictor_trainer'].append(r)
@@ -1119,6 +1125,11 @@ def _print_e2e(r: dict, report: Report) -> None:
     report.row('trainer on (last round): last update [ms]', _fmt(tr.get('last_update_ms'), 2))
     report.row('trainer on (last round): models swapped in',
                _fmt(runs['predictor_trainer'].get('diagnostics', {}).get('model_updates'), 0))
+    refused = {k[len('rejected_'):]: int(v) for k, v in
+               runs['predictor_trainer'].get('diagnostics', {}).items()
+               if k.startswith('rejected_') and k != 'rejected_total'}
+    report.row('predictor: inputs refused since start, by kind',
+               ', '.join(f'{k} {v}' for k, v in sorted(refused.items())) or 'none')
     m = r['predictor_rss_mb']
     report.row('predictor RSS at start of run [MB]', _fmt(m['start']))
     # Unreadable memory counts as a miss: the goal cannot be shown to hold.

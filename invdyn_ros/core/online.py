@@ -5,7 +5,11 @@ node calls :meth:`OnlinePredictor.update` on every ``/joint_states`` message, an
 calls it on every recorded sample, so offline scores are the scores of what runs online.
 
 The module is torch-free: it takes :class:`~invdyn_ros.core.lstm_numpy.LstmWeights` (what the
-predictor loads) or the torch model (converted once).
+predictor loads) or the torch model (converted once). A sample runs either as one compiled C
+call (:mod:`invdyn_ros.core.compiled`: range check, filter, LSTM step and clamp together; the
+default where the kernel was built) or through the numpy objects
+(:class:`~invdyn_ros.core.accel.AccelEstimator`, :class:`NumpyLstmStepper`); both give the
+same torques and refuse the same samples (``inference``).
 
 Targets (:mod:`invdyn_ros.core.targets`): for a model that learned ``'residual_rbd'`` the
 output is the nominal rigid-body torque (one ``pin.rnea`` on the same q, qd and acceleration
@@ -63,7 +67,7 @@ INFERENCE_PATHS = ('auto', 'compiled', 'numpy')
 
 def choose_path(inference: str, dtype) -> str:
     """'compiled' or 'numpy' for an ``inference`` setting and a model dtype; ValueError when
-    'compiled' is asked for and cannot run (no numba, or float32)."""
+    'compiled' is asked for and cannot run (kernel not built, or float32)."""
     if inference not in INFERENCE_PATHS:
         raise ValueError(f'inference must be one of {list(INFERENCE_PATHS)}, got {inference!r}')
     possible = cc.AVAILABLE and np.dtype(dtype) == np.float64
@@ -172,8 +176,10 @@ class OnlinePredictor:
             kernel = old['kernel']
             kernel.set_model(model, bounds, state, n_l, h)
         x = state[lay['x']]
+        # The kernel's memoryviews keep model, bounds and state alive; the views here are what
+        # the Python side reads after a step.
         self._cc = {'kernel': kernel, 'state': state, 'layout': lay, 'tau': state[lay['tau']],
-                    'qd': x[d:2 * d], 'qdd': x[2 * d:], 'buffers': (model, bounds)}
+                    'qd': x[d:2 * d], 'qdd': x[2 * d:]}
 
     def _update_compiled(self, t: float, q: np.ndarray, qd: Optional[np.ndarray]
                          ) -> StepResult:
