@@ -10,7 +10,10 @@ Modes (``invdyn bench [latency|e2e|train|gp|all] [--quick] [--json OUT] [--profi
   the node runs, compiled where its kernel was built, and on the numpy path), the same
   with the naive PyTorch step (``LstmInverseDynamics.step`` under ``torch.no_grad``), and the
   bare LSTM steps (numpy vs torch). Percentiles per repeat; median over repeats with min..max,
-  as the machine is noisy. ``--profile`` adds a cProfile of the callback path.
+  as the machine is noisy. Then the callback once more with a reader of /invdyn/feedforward in
+  another process, called at the joint_states rate: in operation a publish hands the sample
+  to DDS for delivery (a reliable write), which the in-process figure leaves out.
+  ``--profile`` adds a cProfile of the callback path.
 * ``e2e``: between processes over DDS. A publisher process sends /joint_states at ``rate_hz``
   stamped with its wall clock (``time.time_ns``, the clock ROS time uses without sim time) just
   before each publish; this process receives the answers and takes its own wall clock at
@@ -125,6 +128,8 @@ class Settings:
     Attributes:
         messages: latency: messages per repeat.
         repeats: latency: repeats (median, min and max are over these).
+        reader_messages: latency: messages per repeat of the callback with a reader, sent at
+            the joint_states rate (so this many milliseconds at 1 kHz).
         e2e_seconds: e2e: measured seconds per run [s].
         e2e_warmup_s: e2e: seconds sent before the measured part of each run [s].
         e2e_rounds: e2e: rounds of all four runs, interleaved (medians, min and max over them).
@@ -139,6 +144,7 @@ class Settings:
 
     messages: int
     repeats: int
+    reader_messages: int
     e2e_seconds: float
     e2e_warmup_s: float
     e2e_rounds: int
@@ -154,10 +160,12 @@ class Settings:
 #: Quick: well under 2 minutes for `all` on a loaded 2-core machine; indicative figures. The
 #: exact GP's default fit (Adam warm-up + L-BFGS, ~150 marginal-likelihood evaluations) takes
 #: minutes at 1000 points here, so quick runs time a few Adam steps and say so.
-QUICK = Settings(messages=2000, repeats=3, e2e_seconds=3.0, e2e_warmup_s=0.5, e2e_rounds=1,
+QUICK = Settings(messages=2000, repeats=3, reader_messages=1000, e2e_seconds=3.0,
+                 e2e_warmup_s=0.5, e2e_rounds=1,
                  train_sizes=(1000, 5000), test_samples=2000, epochs=10, online_updates=20,
                  gp_sizes=(500, 1000), gp_iters=5, gp_predict_calls=200)
-FULL = Settings(messages=10000, repeats=5, e2e_seconds=20.0, e2e_warmup_s=2.0, e2e_rounds=3,
+FULL = Settings(messages=10000, repeats=5, reader_messages=5000, e2e_seconds=20.0,
+                e2e_warmup_s=2.0, e2e_rounds=3,
                 train_sizes=(1000, 10000, 100000), test_samples=10000, epochs=10,
                 online_updates=100, gp_sizes=(500, 1000), gp_iters=None, gp_predict_calls=1000)
 
@@ -428,6 +436,29 @@ def _time_calls(fn: Callable[[Any], Any], items: Sequence) -> np.ndarray:
     return out / 1e3
 
 
+def _time_calls_paced(fn: Callable[[Any], Any], items: Sequence, rate_hz: float
+                      ) -> np.ndarray:
+    """As :func:`_time_calls`, one call per period of ``rate_hz`` (the joint_states rate),
+    sleeping in between, so that a reader downstream sees the node's real message rate."""
+    out = np.empty(len(items))
+    clock = time.perf_counter_ns
+    period = int(1e9 / rate_hz)
+    t_next = clock()
+    for k, item in enumerate(items):
+        wait = t_next - clock()
+        if wait > 0:
+            time.sleep(wait / 1e9)
+        t0 = clock()
+        fn(item)
+        out[k] = clock() - t0
+        t_next += period
+    return out / 1e3
+
+
+#: The latency mode's reader of the feedforward (a relay child process) republishes here.
+READER_SINK_TOPIC = '/invdyn/bench/feedforward_sink'
+
+
 def bench_latency(opts: BenchOptions, s: Settings, data: SimData, model_path: Path,
                   model_label: str, report: Report) -> dict:
     """Predictor compute per message, in process (see the module docstring). Returns the
@@ -523,6 +554,25 @@ def bench_latency(opts: BenchOptions, s: Settings, data: SimData, model_path: Pa
         for _ in range(s.repeats):
             for name, run in paths.items():
                 per_repeat[name].append(_pcts(run()))
+        # The callback again with a reader of /invdyn/feedforward in another process (as in
+        # operation: the publish then hands the sample to DDS for delivery), at the node's
+        # message rate.
+        with tempfile.TemporaryDirectory(prefix='invdyn_bench_lat_') as tmp:
+            reader = _Proc('reader', [sys.executable, '-m', 'invdyn_ros.bench', 'relay',
+                                      '--in', FEEDFORWARD_TOPIC, '--out', READER_SINK_TOPIC,
+                                      '--executor', 'single', '--realtime-priority', '0'],
+                           Path(tmp))
+            try:
+                _wait(lambda: node._ff_pub.get_subscription_count() > 0,
+                      NODE_START_TIMEOUT_S, f'a reader on {FEEDFORWARD_TOPIC}', [reader])
+                paced = msgs[:s.reader_messages]
+                per_repeat['callback_reader'] = []
+                for _ in range(s.repeats):
+                    node._on_reset(Trigger.Request(), Trigger.Response())
+                    per_repeat['callback_reader'].append(_pcts(_time_calls_paced(
+                        node._on_joint_state, paced, opts.rate_hz)))
+            finally:
+                reader.stop()
         figures = {k: _over_repeats(v) for k, v in per_repeat.items()}
         profile = _profile_callback(node, msgs) if opts.profile else None
         node_path = node._online.path
@@ -536,6 +586,7 @@ def bench_latency(opts: BenchOptions, s: Settings, data: SimData, model_path: Pa
 
     cfg = model.config
     result = {'messages': s.messages, 'repeats': s.repeats,
+              'reader_messages': s.reader_messages, 'reader_rate_hz': opts.rate_hz,
               'model': {'source': model_label, 'path': str(model_path),
                         'hidden_size': int(cfg.hidden_size),
                         'num_layers': int(cfg.num_layers), 'joints': list(cfg.joint_names)},
@@ -587,6 +638,10 @@ def _print_latency(r: dict, report: Report) -> None:
         report.row(f'callback (map+LSTM+2 publishes) {key[:-3]} [us]', _spread(cb[key]),
                    f'<= {goal:g}' if goal else '', None if goal is None else v <= goal,
                    'latency', v)
+    cr = r['paths']['callback_reader']
+    for key in ('p50_us', 'p99_us'):
+        report.row(f'callback, a reader in another process, {r["reader_rate_hz"]:g} Hz '
+                   f'{key[:-3]} [us]', _spread(cr[key]))
     labels = {'compute': f'compute (map + OnlinePredictor, {r["inference"]})',
               'compute_numpy': 'compute (map + OnlinePredictor, numpy)',
               'naive_compute': 'naive compute (map + torch step)',
