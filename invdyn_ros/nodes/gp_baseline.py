@@ -29,6 +29,7 @@ from invdyn_ros.core.accel import AccelConfig, AccelEstimator, AccelStatus
 from invdyn_ros.core.checkpoint import CheckpointError, load_checkpoint
 from invdyn_ros.core.joint_map import JointMapper
 from invdyn_ros.core.params import GpBaselineParams, ParamError
+from invdyn_ros.core.threads import limit_threads
 from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, FEEDFORWARD_QOS,
                                      init_ros, LatencyWindow, Rejections, declare_params,
                                      diagnostics, joint_states_qos, refuse_runtime_changes,
@@ -44,6 +45,7 @@ class GpBaselineNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__('gp_baseline', **kwargs)
         self.params = declare_params(self, GpBaselineParams)
+        limit_threads(1)        # one message at a time; see invdyn_ros.core.threads
         refuse_runtime_changes(self)
         p = self.params
         if not p.model_path:

@@ -42,6 +42,7 @@ from std_msgs.msg import Float64MultiArray
 from invdyn_ros.core.lwr_sim import LwrSimConfig
 from invdyn_ros.core.lwr_stream import LwrStream
 from invdyn_ros.core.params import LwrSimParams, ParamError
+from invdyn_ros.core.threads import limit_threads
 from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, FEEDFORWARD_QOS,
                                      LatencyWindow, Rejections, declare_params, diagnostics,
                                      init_ros, stamp_to_s)
@@ -58,6 +59,7 @@ class LwrSimNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__('lwr_sim', **kwargs)
         self.params = declare_params(self, LwrSimParams)
+        limit_threads(1)        # one simulation step at a time; see invdyn_ros.core.threads
         p = self.params
         try:
             self.stream = LwrStream(

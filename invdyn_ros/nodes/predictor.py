@@ -56,6 +56,7 @@ from invdyn_ros.core.samples import layout as sample_layout, SampleBlocker
 from invdyn_ros.core.sched import set_realtime
 from invdyn_ros.core.targets import (DEFAULT_TARGET, payload_mass, RESIDUAL_TARGETS,
                                      spec_from_meta)
+from invdyn_ros.core.threads import limit_threads
 from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, FEEDFORWARD_QOS,
                                      init_ros, LatencyWindow, MODEL_QOS, Rejections,
                                      SAMPLES_QOS,
@@ -77,6 +78,9 @@ class PredictorNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__('predictor', **kwargs)
         self.params = declare_params(self, PredictorParams)
+        # One thread for numpy's BLAS: the control path is one thread, and idle BLAS threads
+        # spinning on a small machine would compete with it (invdyn_ros.core.threads).
+        limit_threads(1)
         refuse_runtime_changes(self)
         p = self.params
         path = p.model_path or default_model_path(DEFAULT_MODEL)

@@ -42,7 +42,6 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, UInt8MultiArray
-import torch
 
 from invdyn_ros.core.accel import AccelConfig
 from invdyn_ros.core.checkpoint import (CheckpointError, checkpoint_to_bytes, load_checkpoint,
@@ -54,6 +53,7 @@ from invdyn_ros.core.samples import decode_block, SampleBlockError
 from invdyn_ros.core.sched import lower_priority
 from invdyn_ros.core.targets import (DEFAULT_TARGET, payload_mass, RESIDUAL_TARGETS,
                                      spec_from_meta)
+from invdyn_ros.core.threads import limit_threads
 from invdyn_ros.nodes.common import (DIAGNOSTICS_QOS, EXIT_BAD_PARAMS, init_ros, MODEL_QOS,
                                      Rejections, SAMPLES_QOS, declare_params,
                                      default_model_path, diagnostics,
@@ -82,7 +82,7 @@ class TrainerNode(Node):
             model, meta = load_checkpoint(path, expect_kind='lstm', joint_names=p.joint_names)
         except CheckpointError as e:
             raise ParamError(f'parameter model_path: {e}') from None
-        torch.set_num_threads(p.threads)
+        limit_threads(p.threads)            # torch's pool and numpy's BLAS alike
         self._meta = meta
         accel = dataclasses.replace(AccelConfig.from_dict(meta.get('accel_config', {})),
                                     max_gap_s=p.max_gap_s)
