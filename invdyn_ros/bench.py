@@ -1303,15 +1303,14 @@ def bench_train(opts: BenchOptions, s: Settings, data: SimData, model_path: Path
 
 def _bench_online_update(s: Settings, data: SimData, model_path: Path, accel) -> dict:
     """Time OnlineLearner.train_pending on one window at a time, as the trainer node's worker
-    does, with the trainer node's torch threads [ms]."""
-    import torch
-
+    does, with the trainer node's thread pools (torch and BLAS) [ms]."""
     from invdyn_ros.core.checkpoint import load_checkpoint
     from invdyn_ros.core.online_learning import OnlineConfig, OnlineLearner
     from invdyn_ros.core.params import LWR_JOINTS_1_TO_5, TrainerParams
+    from invdyn_ros.core.threads import limit_threads
     tp = TrainerParams()
-    torch.set_num_threads(tp.threads)
     model, _ = load_checkpoint(model_path, expect_kind='lstm', joint_names=LWR_JOINTS_1_TO_5)
+    limit_threads(tp.threads)
     cfg = OnlineConfig.from_params(tp)
     learner = OnlineLearner(model, accel, cfg)
     tr = data.get('train').select(LWR_JOINTS_1_TO_5)
