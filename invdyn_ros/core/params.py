@@ -97,8 +97,8 @@ class PredictorParams(NodeParams):
     max_gap_s: float = _p(0.1, 'a stamp gap longer than this [s] resets the LSTM state')
     model_topic: str = _p('/invdyn/model', 'topic of model updates from the trainer')
     diagnostics_period_s: float = _p(1.0, 'period of /diagnostics messages [s]')
-    qos_depth: int = _p(50, 'history depth of the joint_states subscription [messages]: a '
-                        'stall of up to this many periods drops no input')
+    qos_depth: int = _p(200, 'history depth of the joint_states subscription [messages]: a '
+                        'stall of up to this many periods drops no input (200: 0.2 s at 1 kHz)')
     feedforward_depth: int = _p(10, 'history depth of the feedforward publishers [messages] '
                                 '(a reliable reader slower than the node loses the oldest)')
     forward_samples: bool = _p(True, 'publish the accepted samples (stamp, q, qd, effort) in '
