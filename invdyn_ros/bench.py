@@ -1183,7 +1183,7 @@ def _print_e2e(r: dict, report: Report) -> None:
     refused = {k[len('rejected_'):]: int(v) for k, v in
                runs['predictor_trainer'].get('diagnostics', {}).items()
                if k.startswith('rejected_') and k != 'rejected_total'}
-    report.row('predictor: inputs refused since start, by kind',
+    report.row('predictor: refusals since start, by kind (inputs and models)',
                ', '.join(f'{k} {v}' for k, v in sorted(refused.items())) or 'none')
     m = r['predictor_rss_mb']
     report.row('predictor RSS at start of run [MB]', _fmt(m['start']))
