@@ -316,10 +316,24 @@ class OnlineLearner:
             model.head.bias.copy_(torch.as_tensor(head[-1], dtype=model.dtype))
         self.stats['rls_updates'] += 1
 
+    def _snapshot(self) -> list[tuple[torch.Tensor, dict]]:
+        """Copies of every parameter and its optimizer state (Adagrad's sum and step), to
+        undo a step. Tensor clones only: a deepcopy of the optimizer's state_dict took 1.7 ms
+        of a 7 ms update."""
+        return [(p.detach().clone(), {k: v.clone() if torch.is_tensor(v) else v
+                                      for k, v in self._opt.state[p].items()})
+                for p in self.model.parameters()]
+
+    def _restore(self, snapshot: list[tuple[torch.Tensor, dict]]) -> None:
+        """Undo a step: parameters and optimizer state as :meth:`_snapshot` took them."""
+        with torch.no_grad():
+            for p, (value, state) in zip(self.model.parameters(), snapshot):
+                p.copy_(value)
+                self._opt.state[p] = state
+
     def _update(self, windows: list[Window]) -> bool:
         """One Adagrad step; False when it diverged and was discarded."""
-        snapshot = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        opt_snapshot = copy.deepcopy(self._opt.state_dict())
+        snapshot = self._snapshot()
         loss = self._loss(self.model, windows)
         if not torch.isfinite(loss):
             self.stats['diverged_discarded'] += 1
@@ -333,8 +347,7 @@ class OnlineLearner:
             return False
         self._opt.step()
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
-            self.model.load_state_dict(snapshot)
-            self._opt.load_state_dict(opt_snapshot)
+            self._restore(snapshot)
             self.stats['diverged_discarded'] += 1
             return False
         self.stats['updates'] += 1
