@@ -9,11 +9,10 @@ PACKAGE = 'invdyn'
 
 # The predictor's per-sample kernel (invdyn_ros/core/_fastpath.pyx), compiled with Cython. It
 # is optional: without Cython or a C compiler the package installs and the predictor runs its
-# numpy path (invdyn_ros.core.compiled.AVAILABLE says which). Floating-point flags: sums may be
-# reordered (vectorised), errno is not set; NaN and inf keep their meaning (no
-# -ffinite-math-only), which the kernel's finiteness checks rely on.
-KERNEL_FLAGS = ['-O3', '-fno-math-errno', '-fassociative-math', '-fno-signed-zeros',
-                '-fno-trapping-math']
+# numpy path (invdyn_ros.core.compiled.AVAILABLE says which). No fast-math: the acceleration
+# filter must keep the numpy path's order of operations; -fopenmp-simd only honours the
+# kernel's `#pragma omp simd` on the gate sums (no OpenMP runtime).
+KERNEL_FLAGS = ['-O3', '-fno-math-errno', '-fopenmp-simd']
 
 
 def extensions() -> list:

@@ -168,3 +168,74 @@ def test_inference_setting_is_checked() -> None:
     assert OnlinePredictor(_model(), dtype=np.float32).path == 'numpy'
     with pytest.raises(ParamError, match='inference'):
         PredictorParams(inference='fast').validate()
+
+
+@pytest.mark.parametrize('dt', [0.001, 0.002, 0.004])
+def test_filter_restart_without_velocity_then_with_it_matches(dt: float) -> None:
+    """A restart on a sample without qd (first sample, gap, reset) followed by samples with
+    qd: the filter's covariance update subtracts nearly equal numbers there, so any reordering
+    of its arithmetic shows (a reviewer measured 0.02-0.8 Nm with fast-math flags)."""
+    model = _model(1, 8, seed=6)
+    rng = np.random.default_rng(9)
+    preds = [OnlinePredictor(model, AccelConfig(), inference=p) for p in ('compiled', 'numpy')]
+    worst = 0.0
+    for k in range(400):
+        q = np.array([0.1, 0.2, 0.3]) + 0.01 * k + rng.normal(0.0, 1e-3, 3)
+        qd = None if k % 100 == 0 or rng.random() < 0.3 else rng.normal(5.0, 0.1, 3)
+        if k == 250:
+            for p in preds:
+                p.reset()
+        t = dt * k + (0.5 if k >= 300 else 0.0)            # a gap: another restart
+        ra, rb = (p.update(t, q, qd) for p in preds)
+        assert (ra.rejected, ra.reset, ra.clamped) == (rb.rejected, rb.reset, rb.clamped), k
+        worst = max(worst, float(np.max(np.abs(ra.tau - rb.tau))))
+    assert worst < TOL_NM
+    # The filter states themselves agree to rounding.
+    state = preds[0]._cc['state']
+    assert np.allclose(state[cc.S_P:cc.S_X], preds[1]._accel.covariance[np.triu_indices(3)],
+                       rtol=1e-12, atol=0.0)
+
+
+def _constant_model(tau) -> LstmConfig:
+    """All weights zero: the output is exactly the normalisation's y_mean, ``tau``."""
+    from invdyn_ros.core.lstm_numpy import lstm_weight_shapes, LstmWeights
+    cfg = LstmConfig(('a', 'b'), 1000.0, hidden_size=2)
+    norm = Normalizer(np.zeros(6), np.ones(6), np.array(tau, float), np.ones(2))
+    return LstmWeights(cfg, norm, {k: np.zeros(s) for k, s in lstm_weight_shapes(cfg).items()},
+                       'float64')
+
+
+@pytest.mark.filterwarnings('ignore:overflow encountered')   # numpy's sum of 1e308s
+@pytest.mark.parametrize('tau, limits', [
+    ([1e308, 1e308], None),                         # finite outputs whose sum overflows
+    ([1e308, 1e308], [1.0, 2.0]),
+    ([0.7, 3.0000000000000004], [1.0, 3.0]),        # one rounding step above a limit
+    ([-0.5, 7.0], [1.0, 3.0]),
+])
+def test_extreme_outputs_are_judged_alike(tau, limits) -> None:
+    q = np.zeros(2)
+    ra, rb = (OnlinePredictor(_constant_model(tau), torque_limits=limits, inference=p)
+              .update(0.0, q, q) for p in ('compiled', 'numpy'))
+    assert (ra.rejected, ra.clamped) == (rb.rejected, rb.clamped)
+    assert (ra.tau is None and rb.tau is None) or np.array_equal(ra.tau, rb.tau)
+
+
+def test_kernel_refuses_buffers_of_the_wrong_size_and_stays_usable() -> None:
+    d, n_l, h = 2, 1, 4
+    lay = cc.state_layout(d, n_l, h)
+    model = np.zeros(4 * h * (3 * d + h + 1) + d * h + d)
+    bounds = np.zeros(4 * d)
+    consts = cc.consts_buffer(AccelConfig(), [1.0, 1.0])
+    state = np.zeros(lay['all'].stop)
+    kernel = cc.Kernel(model, bounds, consts, state, n_l, h, d)
+    for args, what in (((model, bounds, np.zeros(lay['all'].stop), n_l, 4096), 'model buffer'),
+                       ((model[:-1], bounds, state, n_l, h), 'model buffer'),
+                       ((model, bounds[:-1], state, n_l, h), 'bounds'),
+                       ((model, bounds, state[:-1], n_l, h), 'state buffer'),
+                       ((model, bounds, state, 0, h), 'layers and hidden')):
+        with pytest.raises(ValueError, match=what):
+            kernel.set_model(*args)
+    with pytest.raises(ValueError, match='consts'):
+        cc.Kernel(model, bounds, consts[:-1], state, n_l, h, d)
+    # Nothing was replaced: the kernel still steps on its own buffers.
+    assert kernel.step(0.0, np.zeros(d), np.zeros(d), True, True) == cc.OK_RESET

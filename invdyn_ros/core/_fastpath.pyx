@@ -24,7 +24,7 @@ cdef enum:
     C_USE_QD = 4
     C_INIT_VAR = 5
     C_HAS_LIMITS = 6
-    C_LIMITS = 7
+    C_LIMITS = 7            # limits (d), then their reciprocals (d)
     S_T = 0
     S_STARTED = 1
     S_P = 2
@@ -58,8 +58,12 @@ cdef extern from *:
         for (int r = 0; r < rows; ++r) {
             const double *row = w + (long)r * cols;
             double acc = row[cols - 1];
+            /* Only these two sums may be reordered (vectorised, -fopenmp-simd): everything
+               else, the filter above all, keeps the numpy path's order of operations. */
+            #pragma omp simd reduction(+:acc)
             for (int j = 0; j < n_in; ++j) acc += row[j] * inp[j];
             row += n_in;
+            #pragma omp simd reduction(+:acc)
             for (int j = 0; j < nh; ++j) acc += row[j] * h[j];
             g[r] = invdyn_tanh(acc);
         }
@@ -91,21 +95,41 @@ cdef class Kernel:
 
     def __init__(self, double[::1] model, double[::1] bounds, double[::1] consts,
                  double[::1] state, int layers, int hidden, int dof):
-        self.set_model(model, bounds, state, layers, hidden)
-        self.consts = consts
+        if dof < 1:
+            raise ValueError(f'dof must be >= 1, got {dof}')
+        needed = C_LIMITS + (2 * dof if consts.shape[0] > C_HAS_LIMITS and
+                             consts[C_HAS_LIMITS] != 0.0 else 0)
+        if consts.shape[0] < needed:
+            raise ValueError(f'consts has {consts.shape[0]} values, needs {needed}')
         self.dof = dof
-        self._offsets()
+        self.consts = consts
+        self.set_model(model, bounds, state, layers, hidden)
 
     def set_model(self, double[::1] model, double[::1] bounds, double[::1] state, int layers,
                   int hidden):
-        """Use these weights, input bounds and state buffer from the next step on."""
+        """Use these weights, input bounds and state buffer from the next step on. Every size
+        is checked before anything is replaced: the kernel indexes without bounds checks."""
+        cdef Py_ssize_t d = self.dof, n_in = 3 * self.dof, size = 0
+        if layers < 1 or hidden < 1:
+            raise ValueError(f'layers and hidden must be >= 1, got {layers}, {hidden}')
+        for _ in range(layers):
+            size += 4 * hidden * (n_in + hidden + 1)
+            n_in = hidden
+        size += d * hidden + d
+        if model.shape[0] != size:
+            raise ValueError(f'model buffer has {model.shape[0]} values, a {layers} x {hidden} '
+                             f'LSTM on {d} joints needs {size}')
+        if bounds.shape[0] != 4 * d:
+            raise ValueError(f'bounds has {bounds.shape[0]} values, needs {4 * d}')
+        needed = S_X + 3 * d + 2 * layers * hidden + 4 * hidden + 3 * d + d
+        if state.shape[0] < needed:
+            raise ValueError(f'state buffer has {state.shape[0]} values, needs {needed}')
         self.model = model
         self.bounds = bounds
         self.state = state
         self.layers = layers
         self.hidden = hidden
-        if self.dof:
-            self._offsets()
+        self._offsets()
 
     cdef void _offsets(self):
         cdef Py_ssize_t lh = self.layers * self.hidden
@@ -114,9 +138,6 @@ cdef class Kernel:
         self.o_g = self.o_c + lh
         self.o_x = self.o_g + 4 * self.hidden
         self.o_tau = self.o_x + 3 * self.dof
-        needed = self.o_tau + self.dof
-        if self.state.shape[0] < needed:
-            raise ValueError(f'state buffer has {self.state.shape[0]} values, needs {needed}')
 
     cdef void _accel_start(self, double t, const double[::1] q, const double[::1] qd,
                            bint has_qd) noexcept nogil:
@@ -266,26 +287,33 @@ cdef class Kernel:
 
     cpdef int finish_output(self):
         """Finiteness check and clamp of the output torque; OK (| CLAMPED), or
-        NON_FINITE_OUTPUT after resetting the LSTM state and the filter."""
+        NON_FINITE_OUTPUT after resetting the LSTM state and the filter. The same arithmetic
+        as the numpy path: with limits, max |tau_j| / limit_j as a product with the stored
+        reciprocal; without, the sum of the outputs (which overflows where numpy's does)."""
         cdef double[::1] s = self.state
-        cdef double worst = 0.0, v, r, lim
+        cdef double worst = 0.0, v, r, lim, total = 0.0
         cdef bint finite = True
         cdef bint has_limits = self.consts[C_HAS_LIMITS] != 0.0
+        cdef int d = self.dof
         cdef int j
-        for j in range(self.dof):
+        for j in range(d):
             v = s[self.o_tau + j]
-            if not isfinite(v):
-                finite = False
-            elif has_limits:
-                r = fabs(v) / self.consts[C_LIMITS + j]
-                if r > worst:
+            if has_limits:
+                r = fabs(v) * self.consts[C_LIMITS + d + j]
+                if not isfinite(r):
+                    finite = False
+                elif r > worst:
                     worst = r
+            else:
+                total = total + v
+        if not has_limits and not isfinite(total):
+            finite = False
         if not finite:
             self._reset_lstm()
             s[S_STARTED] = 0.0
             return NON_FINITE_OUTPUT
         if worst > 1.0:
-            for j in range(self.dof):
+            for j in range(d):
                 lim = self.consts[C_LIMITS + j]
                 v = s[self.o_tau + j]
                 s[self.o_tau + j] = -lim if v < -lim else (lim if v > lim else v)

@@ -10,10 +10,13 @@ over preallocated buffers.
 
 It is the same model: the weights are the stepper's fused matrices
 (:meth:`~invdyn_ros.core.lstm_numpy.NumpyLstmStepper.fused_buffer`; the checkpoint stays the
-single source), the filter is the same Kalman update in the same order of operations. Two
-things differ from the numpy path, both far below the trained model's own float32 rounding:
-sums of products may be reordered (vectorised), and tanh is a rational approximation within
-:data:`TANH_MAX_ERROR` (libm's tanh, a call per element, took half of the step). Tests hold it
+single source), the filter is the same Kalman update in the same order of operations (it is
+compiled without reassociation: its covariance update subtracts nearly equal numbers, and a
+reordered one drifted by up to 0.8 Nm after a restart without velocity), the output check is
+the same arithmetic. Two things differ from the numpy path, both far below the trained model's
+own float32 rounding: the gate sums may be reordered (vectorised, ``#pragma omp simd`` there
+only), and tanh is a rational approximation within :data:`TANH_MAX_ERROR` (libm's tanh, a call
+per element, took half of the step). Tests hold it
 to the numpy path and to the torch model within 1e-5 Nm. Only float64 runs compiled (a float32
 predictor keeps the numpy path).
 
@@ -63,7 +66,8 @@ NON_FINITE_OUTPUT = 5   # the output was not finite: LSTM state and filter were 
 CLAMPED = 256
 STATUS_MASK = 0xFF
 
-# Slots of ``consts`` (the kernel's C_* constants).
+# Slots of ``consts`` (the kernel's C_* constants): then the limits (d) and their
+# reciprocals (d).
 C_R_Q, C_R_QD, C_JERK, C_MAX_GAP, C_USE_QD, C_INIT_VAR, C_HAS_LIMITS = range(7)
 C_LIMITS = 7
 # Slots of ``state``: stamp, started flag, covariance (6), then the (3, d) estimate.
@@ -89,10 +93,13 @@ def state_layout(dof: int, num_layers: int, hidden: int) -> dict[str, slice]:
 
 def consts_buffer(accel: AccelConfig, torque_limits: Optional[Sequence[float]]
                   ) -> np.ndarray:
-    """The ``consts`` buffer: the filter's settings and the torque limits [Nm] (d,) (None:
-    no clamp, only the finiteness check)."""
+    """The ``consts`` buffer: the filter's settings, the torque limits [Nm] (d,) and their
+    reciprocals (None: no clamp, only the finiteness check)."""
     head = [accel.q_noise_std ** 2, accel.qd_noise_std ** 2, float(accel.jerk_psd),
             float(accel.max_gap_s), float(bool(accel.use_velocity)), INITIAL_QDD_STD ** 2,
             float(torque_limits is not None)]
-    lim = [] if torque_limits is None else [float(v) for v in torque_limits]
-    return np.array(head + lim, dtype=np.float64)
+    if torque_limits is None:
+        return np.array(head, dtype=np.float64)
+    lim = np.asarray(torque_limits, dtype=np.float64)
+    # The reciprocals as the numpy path computes them, so both decide a clamp alike.
+    return np.concatenate((head, lim, 1.0 / lim))
