@@ -1,4 +1,5 @@
-"""Every node sets its numerical libraries' thread pools itself (invdyn_ros.core.threads)."""
+"""Every node sets its numerical libraries' thread pools itself (invdyn_ros.core.threads);
+the nodes' per-message timing window."""
 
 import subprocess
 import sys
@@ -29,3 +30,17 @@ def test_limit_threads_sets_blas_and_torch_pools() -> None:
 def test_limit_threads_refuses_nonsense(bad) -> None:
     with pytest.raises(ValueError, match='positive integer'):
         limit_threads(bad)
+
+
+def test_latency_window_keeps_the_newest_in_order() -> None:
+    """What the bench reads as the node's own per-message span."""
+    from invdyn_ros.nodes.common import LatencyWindow
+    w = LatencyWindow(3)
+    assert w.values().size == 0
+    for v in (1.0, 2.0):
+        w.add(v)
+    assert w.values().tolist() == [1.0, 2.0]
+    for v in (3.0, 4.0, 5.0):
+        w.add(v)
+    assert w.values().tolist() == [3.0, 4.0, 5.0]
+    assert w.percentiles((50,)) == [4.0]

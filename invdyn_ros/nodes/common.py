@@ -165,6 +165,11 @@ class LatencyWindow:
         self._buf[self._n % len(self._buf)] = seconds
         self._n += 1
 
+    def values(self) -> np.ndarray:
+        """The recorded times [s], oldest first (the last ``size`` of them)."""
+        n = min(self._n, len(self._buf))
+        return np.roll(self._buf, -(self._n % len(self._buf)))[-n:] if n else np.zeros(0)
+
     def percentiles(self, ps=(50, 99)) -> list[float]:
         n = min(self._n, len(self._buf))
         if n == 0:
