@@ -1,5 +1,6 @@
 # invdyn: `make demo` runs the main job, `make test` the whole suite. Both set up .venv first.
-# Set-up is idempotent: it reinstalls only when a requirements file or setup.py changed.
+# Set-up is idempotent: it reinstalls only when a requirements file, setup.py or the compiled
+# kernel's source (invdyn_ros/core/_fastpath.pyx) changed.
 
 PYTHON ?= python3
 VENV := .venv
@@ -18,7 +19,8 @@ DEMO_OUT ?= demo_out
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt setup.py setup.cfg package.xml
+$(STAMP): requirements.txt requirements-dev.txt setup.py setup.cfg package.xml \
+		invdyn_ros/core/_fastpath.pyx
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned: an unpinned torch from another package pulls a CUDA build.
