@@ -129,6 +129,9 @@ def test_lwr_part_measures_every_model_at_every_size(quick_run):
     assert [t['epochs'] for t in speed['timed']] == [TINY_HP.epochs] * len(speed['timed'])
     assert speed['paper_sized']['extrapolated'] is True
     assert len(part['analysis']['friction_var_share']) == 5
+    floor = part['analysis']['accel_floor']
+    assert len(floor['mse_per_joint']) == 5 and 0.0 < floor['mse'] < np.inf
+    assert floor['mse'] == pytest.approx(np.mean(floor['mse_per_joint']))
 
 
 def test_baxter_part(quick_run):
