@@ -14,7 +14,10 @@ Modes (``invdyn bench [latency|e2e|train|gp|all] [--quick] [--json OUT] [--profi
   bare LSTM steps (numpy vs torch). Percentiles per repeat; median over repeats with min..max,
   as the machine is noisy. Then the callback once more with a reader of /invdyn/feedforward in
   another process, called at the joint_states rate: in operation a publish hands the sample
-  to DDS for delivery (a reliable write), which the in-process figure leaves out.
+  to DDS for delivery (a reliable write), which the in-process figure leaves out. And the
+  compute on both paths called at the joint_states rate with the thread asleep in between: a
+  message then starts cold (caches, a woken CPU), as in operation, where back-to-back calls
+  keep everything warm.
   ``--profile`` adds a cProfile of the callback path.
 * ``e2e``: between processes over DDS. A publisher process sends /joint_states at ``rate_hz``
   stamped with its wall clock (``time.time_ns``, the clock ROS time uses without sim time) just
@@ -516,12 +519,16 @@ def bench_latency(opts: BenchOptions, s: Settings, data: SimData, model_path: Pa
         def callback_run() -> np.ndarray:
             return node_span(lambda: _time_calls(node._on_joint_state, msgs), len(msgs))
 
-        def compute_run(inference: str = p.inference) -> np.ndarray:
+        def compute_run(inference: str = p.inference, paced: bool = False) -> np.ndarray:
             online = OnlinePredictor(model, accel_cfg, p.torque_limits, inference=inference)
 
             def one(m):
                 mp, _ = mapper.map(m.name, m.position, m.velocity, m.effort)
                 return online.update(stamp_to_s(m.header.stamp), mp.q, mp.qd)
+            if paced:
+                # One message per period with the thread asleep in between, as in operation:
+                # each message then starts with cold caches (and, on a VM, a woken vCPU).
+                return _time_calls_paced(one, msgs[:s.reader_messages], opts.rate_hz)
             return _time_calls(one, msgs)
 
         def naive_run() -> np.ndarray:
@@ -568,6 +575,12 @@ def bench_latency(opts: BenchOptions, s: Settings, data: SimData, model_path: Pa
             for name, run in paths.items():
                 per_repeat[name].append(_pcts(run()))
         per_repeat['callback_whole'] = list(whole_runs)
+        # The compute again at the joint_states rate, both paths interleaved.
+        for name in ('compute_paced', 'compute_numpy_paced'):
+            per_repeat[name] = []
+        for _ in range(s.repeats):
+            per_repeat['compute_paced'].append(_pcts(compute_run(paced=True)))
+            per_repeat['compute_numpy_paced'].append(_pcts(compute_run('numpy', paced=True)))
         # The callback again with a reader of /invdyn/feedforward in another process (as in
         # operation: the publish then hands the sample to DDS for delivery), at the node's
         # message rate.
@@ -662,6 +675,10 @@ def _print_latency(r: dict, report: Report) -> None:
                    f'{key[:-3]} [us]', _spread(cr[key]))
     labels = {'compute': f'compute (map + OnlinePredictor, {r["inference"]})',
               'compute_numpy': 'compute (map + OnlinePredictor, numpy)',
+              'compute_paced': f'compute ({r["inference"]}), one message per '
+                               f'{1e3 / r["reader_rate_hz"]:g} ms',
+              'compute_numpy_paced': f'compute (numpy), one message per '
+                                     f'{1e3 / r["reader_rate_hz"]:g} ms',
               'naive_compute': 'naive compute (map + torch step)',
               'step_numpy': 'LSTM step, numpy (ours)', 'step_torch': 'LSTM step, torch no_grad'}
     for name, label in labels.items():
@@ -1004,7 +1021,7 @@ def _numbers(values: dict, keys: Sequence[str]) -> dict:
 
 
 PREDICTOR_DIAG = ('answered', 'model_updates', 'model_version', 'rejected_total', 'resets',
-                  'compute_p50_us', 'compute_p99_us')
+                  'compute_p50_us', 'compute_p99_us', 'publish_p50_us', 'publish_p99_us')
 TRAINER_DIAG = ('samples', 'updates', 'published', 'model_version', 'candidates_rejected',
                 'last_update_ms')
 
@@ -1187,6 +1204,8 @@ def _print_e2e(r: dict, report: Report) -> None:
         diag = runs[name].get('diagnostics', {})
         report.row(f'{labels[name]}: own compute p50 / p99 [us]',
                    f'{_fmt(diag.get("compute_p50_us"))} / {_fmt(diag.get("compute_p99_us"))}')
+        report.row(f'{labels[name]}:   of which the two publishes p50 / p99 [us]',
+                   f'{_fmt(diag.get("publish_p50_us"))} / {_fmt(diag.get("publish_p99_us"))}')
     tr = runs['predictor_trainer'].get('trainer', {})
     report.row('trainer on (last round): updates / published / rejected',
                ' / '.join(_fmt(tr.get(k), 0) for k in
@@ -1226,7 +1245,8 @@ def _print_e2e(r: dict, report: Report) -> None:
     report.note('goals relative to the 1-thread relay: p50 <= relay p50 + '
                 f'{E2E_P50_MARGIN_US:g} us, p99 <= max({E2E_P99_FLOOR_US:g} us, '
                 f'{E2E_P99_FACTOR:g} x relay p99); own compute: the predictor\'s /diagnostics '
-                '(callback entry to publishes, last 5000 messages, both runs); CPU per message: '
+                '(callback entry to both publishes returned, and the two publish calls of '
+                'it, last 5000 messages, both runs); CPU per message: '
                 'user + system time of each process over the run / messages sent (this = the '
                 'consumer); their sum over 1000 us is the share of the 2 cores in use at 1 kHz')
 

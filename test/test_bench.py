@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 HANG_TIMEOUT_S = 600
 PERCENTILE_KEYS = ('p50_us', 'p90_us', 'p99_us', 'max_us')
 LATENCY_PATHS = ('callback', 'callback_whole', 'callback_reader', 'compute', 'compute_numpy',
-                 'naive_compute', 'step_numpy', 'step_torch')
+                 'compute_paced', 'compute_numpy_paced', 'naive_compute', 'step_numpy',
+                 'step_torch')
 E2E_RUNS = ('relay', 'relay_mt', 'predictor', 'predictor_trainer')
 QUICK_TRAIN_SIZES = [1000, 5000]
 QUICK_GP_SIZES = [500, 1000]

@@ -1,6 +1,7 @@
 """Node tests over real DDS between processes: predictor equals offline eval, joint order does
 not matter, model updates swap in without dropping input, bad parameters stop start-up."""
 
+import math
 import time
 
 import numpy as np
@@ -181,6 +182,11 @@ def test_diagnostics_say_how_the_node_is_scheduled(setup):
     assert vals['receive'] == {'thread': 'dedicated thread', 'executor': 'executor'}[
         setup['receive']], vals['receive']
     assert vals['publish'] == 'serialized', vals['publish']
+    assert vals['inference'] == 'compiled', vals['inference']
+    # The publishes' share of the per-message time: part of it, never more (NaN before the
+    # first answer).
+    compute, publish = float(vals['compute_p50_us']), float(vals['publish_p50_us'])
+    assert (math.isnan(compute) and math.isnan(publish)) or 0.0 < publish <= compute, vals
 
 
 @pytest.mark.parametrize('params,match', [
