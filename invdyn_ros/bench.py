@@ -133,8 +133,9 @@ class Settings:
     Attributes:
         messages: latency: messages per repeat.
         repeats: latency: repeats (median, min and max are over these).
-        reader_messages: latency: messages per repeat of the callback with a reader, sent at
-            the joint_states rate (so this many milliseconds at 1 kHz).
+        reader_messages: latency: messages per repeat of the runs at the joint_states rate
+            (the callback with a reader, the paced compute), so this many milliseconds at
+            1 kHz.
         e2e_seconds: e2e: measured seconds per run [s].
         e2e_warmup_s: e2e: seconds sent before the measured part of each run [s].
         e2e_rounds: e2e: rounds of all four runs, interleaved (medians, min and max over them).

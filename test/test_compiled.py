@@ -12,8 +12,8 @@ from invdyn_ros.core import compiled as cc
 from invdyn_ros.core.accel import AccelConfig, AccelEstimator
 from invdyn_ros.core.checkpoint import load_checkpoint, load_lstm_weights
 from invdyn_ros.core.lstm import LstmConfig, LstmInverseDynamics, Normalizer
-from invdyn_ros.core.online import choose_path, INFERENCE_PATHS, OnlinePredictor
-from invdyn_ros.core.params import ParamError, PREDICTOR_INFERENCE, PredictorParams
+from invdyn_ros.core.online import choose_path, OnlinePredictor
+from invdyn_ros.core.params import ParamError, PredictorParams
 from invdyn_ros.nodes.common import default_model_path
 
 #: Torques of the two paths agree within this [Nm] (the issue's bound against torch).
@@ -58,7 +58,6 @@ def test_kernel_is_built_here() -> None:
     assert cc.AVAILABLE, 'invdyn_ros.core._fastpath was not built (is Cython installed?)'
     assert choose_path('auto', np.float64) == 'compiled'
     assert choose_path('auto', np.float32) == 'numpy'
-    assert set(INFERENCE_PATHS) == set(PREDICTOR_INFERENCE)
 
 
 def test_tanh_is_within_its_bound() -> None:

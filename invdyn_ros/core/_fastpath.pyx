@@ -121,23 +121,20 @@ cdef class Kernel:
                              f'LSTM on {d} joints needs {size}')
         if bounds.shape[0] != 4 * d:
             raise ValueError(f'bounds has {bounds.shape[0]} values, needs {4 * d}')
-        needed = S_X + 3 * d + 2 * layers * hidden + 4 * hidden + 3 * d + d
-        if state.shape[0] < needed:
-            raise ValueError(f'state buffer has {state.shape[0]} values, needs {needed}')
+        # The state layout (compiled.state_layout): filter, h, c, gates, x, tau.
+        cdef Py_ssize_t o_h = S_X + 3 * d
+        cdef Py_ssize_t o_c = o_h + layers * hidden
+        cdef Py_ssize_t o_g = o_c + layers * hidden
+        cdef Py_ssize_t o_x = o_g + 4 * hidden
+        cdef Py_ssize_t o_tau = o_x + 3 * d
+        if state.shape[0] < o_tau + d:
+            raise ValueError(f'state buffer has {state.shape[0]} values, needs {o_tau + d}')
         self.model = model
         self.bounds = bounds
         self.state = state
         self.layers = layers
         self.hidden = hidden
-        self._offsets()
-
-    cdef void _offsets(self):
-        cdef Py_ssize_t lh = self.layers * self.hidden
-        self.o_h = S_X + 3 * self.dof
-        self.o_c = self.o_h + lh
-        self.o_g = self.o_c + lh
-        self.o_x = self.o_g + 4 * self.hidden
-        self.o_tau = self.o_x + 3 * self.dof
+        self.o_h, self.o_c, self.o_g, self.o_x, self.o_tau = o_h, o_c, o_g, o_x, o_tau
 
     cdef void _accel_start(self, double t, const double[::1] q, const double[::1] qd,
                            bint has_qd) noexcept nogil:

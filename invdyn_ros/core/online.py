@@ -36,6 +36,7 @@ import numpy as np
 from invdyn_ros.core import compiled as cc
 from invdyn_ros.core.accel import AccelConfig, AccelEstimator, AccelStatus
 from invdyn_ros.core.lstm_numpy import as_lstm_weights, NumpyLstmStepper
+from invdyn_ros.core.params import PREDICTOR_INFERENCE
 from invdyn_ros.core.targets import check_target, DEFAULT_TARGET
 
 
@@ -61,8 +62,8 @@ def input_half_widths(normalizer: Any, dof: int) -> tuple[np.ndarray, np.ndarray
 #: How OnlinePredictor runs a sample: 'compiled' (one C call: :mod:`.compiled`), 'numpy'
 #: (:class:`NumpyLstmStepper` and :class:`AccelEstimator`), 'auto' (compiled when its kernel
 #: was built and the model runs in float64, else numpy). Both compute the same torques (within
-#: 1e-5 Nm, see :mod:`.compiled`).
-INFERENCE_PATHS = ('auto', 'compiled', 'numpy')
+#: 1e-5 Nm, see :mod:`.compiled`). The predictor node's parameter takes the same values.
+INFERENCE_PATHS = PREDICTOR_INFERENCE
 
 
 def choose_path(inference: str, dtype) -> str:

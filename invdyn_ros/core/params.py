@@ -141,7 +141,9 @@ class PredictorParams(NodeParams):
 
 #: How the predictor can take joint_states.
 PREDICTOR_RECEIVE = ('thread', 'executor')
-#: How the predictor can compute a sample (invdyn_ros.core.online.INFERENCE_PATHS).
+#: How the predictor can compute a sample: 'compiled' (one C call, invdyn_ros.core.compiled),
+#: 'numpy' (the numpy objects), 'auto' (compiled when its kernel was built and the model runs
+#: in float64, else numpy); OnlinePredictor's ``inference`` (invdyn_ros.core.online).
 PREDICTOR_INFERENCE = ('auto', 'compiled', 'numpy')
 #: What the trainer can learn from.
 TRAINER_INPUTS = ('samples', 'joint_states')

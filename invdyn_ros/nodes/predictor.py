@@ -299,7 +299,8 @@ class PredictorNode(Node):
             # few milliseconds): done here, so the swap on the control path is only a
             # reference change.
             model = NumpyLstmStepper(model, dtype=self._online.dtype)
-            model.fused_buffer()            # what the compiled path reads, made here too
+            if self._online.path == 'compiled':
+                model.fused_buffer()        # what the compiled path reads, made here too
             with self._pending_lock:
                 self._pending = (model, version, nominal, spec)
             self.get_logger().info(f'model version {version} received; swapping in')
