@@ -61,13 +61,17 @@ class Harness:
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
 
-    def wait_for(self, cond: Callable[[], bool], timeout: float, what: str = '') -> None:
+    def wait_for(self, cond: Callable[[], bool], timeout: float, what: str = '',
+                 state: Optional[Callable[[], object]] = None) -> None:
+        """Poll ``cond`` until it holds; on time-out, fail naming ``what`` and, where given,
+        what ``state()`` returns then (so a failure in CI says which part was missing)."""
         t_end = time.monotonic() + timeout
         while time.monotonic() < t_end:
             if cond():
                 return
             time.sleep(0.02)
-        raise AssertionError(f'timed out after {timeout} s waiting for {what}')
+        seen = '' if state is None else f'; state then: {state()!r}'
+        raise AssertionError(f'timed out after {timeout} s waiting for {what}{seen}')
 
     def close(self) -> None:
         self.executor.shutdown()
