@@ -160,6 +160,7 @@ def test_predictor_forwards_sample_blocks_the_trainer_learns_from(tmp_path):
                     if st.name.endswith('invdyn: trainer'):
                         return {kv.key: kv.value for kv in st.values}
             return {}
+
         def scored():
             v = trainer_values()
             return int(v.get('published', 0)) + int(v.get('candidates_rejected', 0))
@@ -175,7 +176,6 @@ def test_predictor_forwards_sample_blocks_the_trainer_learns_from(tmp_path):
                    'blocks, the bad block counted, every sample learned from, a candidate',
                    state=lambda: {'models': len(models), 'blocks': len(blocks), 'full': full,
                                   'trainer': trainer_values()})
-        print('trainer:', trainer_values(), 'models:', len(models))
     finally:
         h.close()
         out = stop_node(p)
