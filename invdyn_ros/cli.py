@@ -659,7 +659,9 @@ def build_parser() -> argparse.ArgumentParser:
     tn = sub.add_parser('tune', help='search the LSTM hyperparameters of the paper experiments',
                         description='Random search over layers, hidden size, BPTT window and '
                         'segment, batch, learning rate and optimizer, weight decay and the '
-                        'acceleration filter, epochs by validation, on the loss of the data '
+                        'acceleration filter (and, for the LWR, whether the network learns '
+                        'the whole torque or the residual over the nominal model), epochs by '
+                        'validation, on the loss of the data '
                         "set's metric; validation by trajectory (Baxter: folds of its Training "
                         'runs; LWR: '
                         'simulated runs of their own seeds), never on test runs. Writes '

@@ -29,6 +29,10 @@ from invdyn_ros.experiments.hparams import (
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 #: Small and fast, still a real LSTM: what the structure test trains.
 TINY_HP = LstmHparams(num_layers=1, hidden_size=8, epochs=2, batch=4, window=16, segment=64)
+#: The LWR section of the quick run learns the residual over the nominal model (the GP is also
+#: fitted to that residual from TINY_SAME_FROM samples on).
+TINY_LWR_HP = replace(TINY_HP, target='residual_rbd')
+TINY_SAME_FROM = 150
 
 
 def write_baxter_like(root: Path, runs: dict[str, int], n: int = 300, seed: int = 0) -> Path:
@@ -54,8 +58,8 @@ def write_baxter_like(root: Path, runs: dict[str, int], n: int = 300, seed: int 
 @pytest.fixture(scope='module')
 def hp_file(tmp_path_factory):
     path = tmp_path_factory.mktemp('hp') / 'hp.yaml'
-    for name in ('lwr', 'baxter'):
-        save_hparams(path, name, TINY_HP, {'method': 'test fixture, not a search'})
+    for name, hp in (('lwr', TINY_LWR_HP), ('baxter', TINY_HP)):
+        save_hparams(path, name, hp, {'method': 'test fixture, not a search'})
     return path
 
 
@@ -66,7 +70,8 @@ def quick_run(tmp_path_factory, hp_file):
     root = write_baxter_like(tmp / 'baxter', {'Training': 2, 'Test': 2})
     out = tmp / 'out'
     mp = pytest.MonkeyPatch()
-    mp.setattr(paper, 'QUICK_SIZES', paper.TINY_SIZES)
+    mp.setattr(paper, 'QUICK_SIZES', replace(paper.TINY_SIZES, lwr=replace(
+        paper.TINY_SIZES.lwr, gp_same_target_from=TINY_SAME_FROM)))
     try:
         rc = cli.main(['experiment', 'paper', '--quick', '--out', str(out), '--hparams',
                        str(hp_file), '--baxter-root', str(root)])
@@ -101,7 +106,7 @@ def test_quick_report_structure(quick_run):
 
 
 def test_lwr_part_measures_every_model_at_every_size(quick_run):
-    _, result = quick_run
+    out, result = quick_run
     part = result['lwr']
     sizes = paper.TINY_SIZES.lwr
     assert [r['n'] for r in part['sizes']] == list(sizes.sizes)
@@ -112,6 +117,13 @@ def test_lwr_part_measures_every_model_at_every_size(quick_run):
             assert r[m]['samples'] == part['settings']['test_samples']
         assert r['gp']['kind'] == ('exact' if r['n'] <= sizes.exact_max else 'sparse')
         assert r['lstm']['train_samples'] == r['n']
+        assert r['lstm']['target'] == 'residual_rbd'
+        # The like-for-like GP: the same residual, the same samples scored, from its size on.
+        assert ('gp_same_target' in r) == (r['n'] >= TINY_SAME_FROM)
+        if 'gp_same_target' in r:
+            g = r['gp_same_target']
+            assert g['samples'] == r['gp']['samples'] and np.isfinite(g['mse'])
+            assert g['mse'] != r['gp']['mse'] and g['target'] == 'residual_rbd'
         most, patience = lwr.lstm_epochs(TINY_HP, r['n'], sizes.min_presentations,
                                          sizes.patience)
         assert (r['lstm']['max_epochs'], r['lstm']['patience']) == (most, patience)
@@ -127,6 +139,10 @@ def test_lwr_part_measures_every_model_at_every_size(quick_run):
     assert np.all(np.array(f8['gp_std']) > 0)
     assert len(f8['motions']) == 2 and f8['motions'][1][1] <= n
     speed = part['speed']
+    assert part['settings']['lstm']['target'] == 'residual_rbd'
+    assert 'target residual_rbd' in part['settings']['lstm_description']
+    report = (out / 'report.md').read_text()
+    assert 'GP + nominal MSE' in report and 'LSTM / (GP + nominal)' in report
     assert speed['paper_sized']['architecture'].startswith('1 x 64')
     assert [t['epochs'] for t in speed['timed']] == [TINY_HP.epochs] * len(speed['timed'])
     assert speed['paper_sized']['extrapolated'] is True
@@ -199,6 +215,9 @@ def test_hparams_round_trip_and_sections_kept(tmp_path):
     ('lwr: {lstm: {window: 64, segment: 512, burn_in: 600}}\nbaxter: {lstm: {}}\n', 'burn_in'),
     ('lwr: {lstm: {lr: .nan}}\nbaxter: {lstm: {}}\n', 'finite'),
     (':\n  - ][', 'not valid YAML'),
+    ('lwr: {lstm: {target: torque}}\nbaxter: {lstm: {}}\n', 'target must be one of'),
+    # Baxter has no nominal model to learn a residual over.
+    ('lwr: {lstm: {}}\nbaxter: {lstm: {target: residual_rbd}}\n', 'needs a nominal model'),
 ])
 def test_hparams_file_errors(tmp_path, text, fragment):
     path = tmp_path / 'hp.yaml'
@@ -276,6 +295,34 @@ def test_sampled_trials_are_valid():
         hp = tune.sample_trial(rng)
         lo, hi = tune.SPACE['lr'][hp.optimizer]
         assert lo <= hp.lr <= hi * 1.001 and hp.segment >= hp.window
+        assert hp.target == 'full'
+    # The LWR search also draws what the network learns; Baxter's cannot (no nominal model).
+    lwr_targets = {tune.sample_trial(rng, 'mse', tune.TARGETS['lwr']).target
+                   for _ in range(40)}
+    assert lwr_targets == {'full', 'residual_rbd'}
+    assert tune.TARGETS['baxter'] == ['full']
+    assert tune.space_of('lwr')['target'] == ['full', 'residual_rbd']
+    with pytest.raises(HparamError, match='needs a nominal model'):
+        save_hparams(Path('unused.yaml'), 'baxter', TINY_LWR_HP, {})
+
+
+def test_residual_trial_is_scored_on_the_torque():
+    """A residual trial learns the torque minus the nominal model (their sum is the torque
+    exactly) and is scored on the torque: after one epoch it is already below the torque's
+    variance, which the nominal model alone explains most of."""
+    splits, _, joints, rate = tune._splits('lwr', TINY_TUNE, '')
+    hp = replace(TINY_LWR_HP, epochs=1)
+    r = tune.run_trial(hp, splits, joints, rate, TINY_TUNE, 'mse')
+    assert np.isfinite(r['score'])
+    from invdyn_ros.core.training import prepare
+    val = splits[0][1]
+    full = prepare(val, joints, hp.accel_config())
+    res = prepare(val, joints, hp.accel_config(), target='residual_rbd',
+                  nominal=hp.nominal_model(joints))
+    for f, g in zip(full, res):
+        np.testing.assert_allclose(g.y + g.base, f.y, atol=1e-9)
+    var = np.mean([np.var(np.concatenate([f.y for f in full]), axis=0)])
+    assert r['score'] < var
 
 
 # --- shared pieces -----------------------------------------------------------------------------

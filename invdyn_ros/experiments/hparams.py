@@ -11,9 +11,11 @@ Per data set: architecture (``num_layers``, ``hidden_size``), truncated BPTT (``
 [samples] per update, ``segment`` [samples] over which the state is carried, ``burn_in``,
 ``batch`` segments per update), optimisation (``epochs``: the fixed number of passes the final
 model trains, ``lr``, ``optimizer``, ``grad_clip``, ``weight_decay``, ``loss``: how joints
-weigh, see :class:`~invdyn_ros.core.training.TrainConfig`) and the causal
+weigh, see :class:`~invdyn_ros.core.training.TrainConfig`), the causal
 acceleration estimator (``jerk_psd``, ``qd_noise_std``), whose estimate is an input of the
-model.
+model, and what the network learns (``target``: ``full``, the whole torque as in the paper, or
+``residual_rbd``, the torque minus the data set's nominal rigid-body model, which is added back
+to every prediction; only data sets with a nominal model, see :data:`NOMINAL_DATASETS`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ from invdyn_ros.core.training import OPTIMIZERS, TrainConfig
 #: The repository's hyperparameter file (what ``invdyn tune`` writes by default).
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / 'config' / 'paper_hparams.yaml'
 DATASETS = ('lwr', 'baxter')
+#: Data sets with a packaged nominal rigid-body model (the LWR 4+'s; none for Baxter): only
+#: these may learn a residual target.
+NOMINAL_DATASETS = ('lwr',)
+#: Targets the paper experiments know (core.targets.TARGETS less residual_gravity, which the
+#: experiments do not use).
+HPARAM_TARGETS = ('full', 'residual_rbd')
 
 
 class HparamError(ValueError):
@@ -56,9 +64,13 @@ class LstmHparams:
     jerk_psd: float = 10.0
     qd_noise_std: float = 5.0e-3
     loss: str = 'normalised'
+    target: str = 'full'
 
     def validate(self) -> 'LstmHparams':
         """Raise HparamError naming the first unusable field; returns self."""
+        if self.target not in HPARAM_TARGETS:
+            raise HparamError(f'target must be one of {list(HPARAM_TARGETS)}, got '
+                              f'{self.target!r}')
         try:
             self.train_config(seed=0, threads=1).validate()
             self.accel_config()
@@ -84,6 +96,15 @@ class LstmHparams:
                            patience=patience, seed=seed, threads=threads, device='cpu',
                            loss=self.loss)
 
+    def nominal_model(self, joint_names: Sequence[str]):
+        """The nominal model a residual target learns over (the packaged LWR 4+ model for
+        ``joint_names``: the only data set with one, see :data:`NOMINAL_DATASETS`), or None
+        for the full torque."""
+        if self.target == 'full':
+            return None
+        from invdyn_ros.core.nominal import lwr4plus_spec, NominalModel
+        return NominalModel(lwr4plus_spec(tuple(joint_names)))
+
     def accel_config(self) -> AccelConfig:
         return AccelConfig(jerk_psd=float(self.jerk_psd),
                            qd_noise_std=float(self.qd_noise_std)).validate()
@@ -94,7 +115,9 @@ class LstmHparams:
                 f'{self.segment} samples, BPTT window {self.window}, burn-in {self.burn_in}, '
                 f'grad clip {self.grad_clip:g}, weight decay {self.weight_decay:g}, '
                 f'{self.loss} loss; '
-                f'acceleration filter jerk PSD {self.jerk_psd:g}, qd noise '
+                + ('' if self.target == 'full' else
+                   f'target {self.target} (the nominal model plus the LSTM); ')
+                + f'acceleration filter jerk PSD {self.jerk_psd:g}, qd noise '
                 f'{self.qd_noise_std:g} rad/s')
 
     @classmethod
@@ -124,6 +147,13 @@ class LstmHparams:
             raise HparamError(f'{where}: {e}') from None
 
 
+def check_dataset_target(dataset: str, hp: LstmHparams, where: str = '') -> None:
+    """HparamError when ``hp`` learns a residual on a data set without a nominal model."""
+    if hp.target != 'full' and dataset not in NOMINAL_DATASETS:
+        raise HparamError(f'{where or dataset}: target {hp.target!r} needs a nominal model; '
+                          f'{dataset!r} has none (only {list(NOMINAL_DATASETS)} do)')
+
+
 def load_hparams(path: Union[str, Path, None] = None) -> tuple[dict[str, LstmHparams], dict]:
     """Read the hyperparameter file: ({data set: LstmHparams}, {data set: search record}).
 
@@ -147,6 +177,7 @@ def load_hparams(path: Union[str, Path, None] = None) -> tuple[dict[str, LstmHpa
         if not isinstance(section, dict) or 'lstm' not in section:
             raise HparamError(f'{p}: section {name!r} has no lstm entry')
         out[name] = LstmHparams.from_dict(section['lstm'], f'{p}:{name}.lstm')
+        check_dataset_target(name, out[name], f'{p}:{name}.lstm')
         search[name] = section.get('search', {})
     return out, search
 
@@ -179,6 +210,7 @@ def save_hparams(path: Union[str, Path], dataset: str, hp: LstmHparams, search: 
     if dataset not in DATASETS:
         raise HparamError(f'unknown data set {dataset!r}; known: {list(DATASETS)}')
     hp.validate()
+    check_dataset_target(dataset, hp)
     p = Path(path)
     doc = {}
     if p.is_file():

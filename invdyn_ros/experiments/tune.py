@@ -2,13 +2,16 @@
 
 A seeded random search over :data:`SPACE` (layers, hidden size, truncated-BPTT window and
 segment, batch, learning rate and optimiser, weight decay, and the acceleration filter whose
-estimate is an input), plus the incumbent (the current file's choice, or the package defaults)
-as trial 0. Every trial trains on the loss of its data set's metric (:data:`LOSS`: plain MSE
-for the LWR, whose goals are in Nm^2; normalised for Baxter, whose goal is nMSE): how joints
-weigh follows from what is scored, it is not searched. The number of epochs is searched by
-validation inside each trial: every trial trains up to ``max_epochs`` with a validation pass
-after each epoch (early stop after ``patience`` epochs without improvement), and its epochs
-are the best validation epoch.
+estimate is an input) and, where the data set has a nominal rigid-body model (the LWR), over
+what the network learns (:data:`TARGETS`: the whole torque, or the residual over the nominal
+model, which is added back to every prediction, so both are scored on the torque), plus the
+incumbent (the current file's choice, or the package defaults) as trial 0. Every trial
+trains on the loss of its data set's metric (:data:`LOSS`: plain MSE for the LWR, whose goals
+are in Nm^2; normalised for Baxter, whose goal is nMSE): how joints weigh follows from what
+is scored, it is not searched. The number of epochs is searched by validation inside each
+trial: every trial trains up to ``max_epochs`` with a validation pass after each epoch (early
+stop after ``patience`` epochs without improvement), and its epochs are the best validation
+epoch.
 
 Validation is by trajectory and never touches a test run:
 
@@ -56,6 +59,8 @@ SPACE: dict = {
     'jerk_psd': [1.0, 10.0, 100.0],
     'qd_noise_std': [0.005, 0.03],
 }
+#: The targets searched per data set (a residual needs the data set's nominal model).
+TARGETS: dict = {'lwr': ['full', 'residual_rbd'], 'baxter': ['full']}
 #: Fixed in every trial: global gradient-norm clip and burn-in [samples].
 FIXED = {'grad_clip': 1.0, 'burn_in': 8}
 METRIC = {'baxter': 'nmse', 'lwr': 'mse'}
@@ -113,14 +118,23 @@ QUICK_TUNE = TuneSettings(trials=4, max_epochs=12, patience=4, folds=2,
                           lwr_train_samples=10000, lwr_val_seconds=10.0)
 
 
-def sample_trial(rng: np.random.Generator, loss: str = 'normalised') -> LstmHparams:
-    """One random point of :data:`SPACE` (epochs are set by the trial's validation), trained
-    on ``loss``."""
+def space_of(dataset: str) -> dict:
+    """The search space of ``dataset``: :data:`SPACE` and its :data:`TARGETS`."""
+    return {**SPACE, 'target': list(TARGETS[dataset])}
+
+
+def sample_trial(rng: np.random.Generator, loss: str = 'normalised',
+                 targets: Sequence[str] = ('full',)) -> LstmHparams:
+    """One random point of :data:`SPACE` x ``targets`` (epochs are set by the trial's
+    validation), trained on ``loss``."""
     pick = {k: v[int(rng.integers(len(v)))] for k, v in SPACE.items() if isinstance(v, list)}
     lo, hi = SPACE['lr'][pick['optimizer']]
     lr = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
     pick['segment'] = max(pick['segment'], pick['window'])
-    return LstmHparams(lr=float(f'{lr:.3g}'), epochs=1, loss=loss, **FIXED, **pick).validate()
+    # No draw where there is no choice: Baxter's searches sample what they sampled before.
+    target = targets[int(rng.integers(len(targets)))] if len(targets) > 1 else targets[0]
+    return LstmHparams(lr=float(f'{lr:.3g}'), epochs=1, loss=loss, target=target, **FIXED,
+                       **pick).validate()
 
 
 def incumbent(path: Path, dataset: str) -> tuple[LstmHparams, str]:
@@ -215,8 +229,10 @@ def run_trial(hp: LstmHparams, splits, joints, rate_hz: float, settings: TuneSet
         cfg = hp.train_config(seed=settings.seed + k, threads=THREADS,
                               patience=settings.patience, epochs=settings.max_epochs)
         try:
+            # A residual target's validation error is the torque's: the nominal term it
+            # subtracts is added back exactly.
             res = train_lstm(train, hp.model_config(joints, rate_hz), cfg, hp.accel_config(),
-                             val_trajs=val)
+                             val_trajs=val, target=hp.target, nominal=hp.nominal_model(joints))
         except FloatingPointError as e:
             return {'score': math.inf, 'epochs': 0, 'diverged': str(e),
                     'wall_s': time.perf_counter() - t0, 'splits': per_split}
@@ -252,7 +268,7 @@ def run_tune(dataset: str, out_dir: Union[str, Path], settings: TuneSettings = F
     rng = np.random.default_rng(settings.seed)
     start, start_from = incumbent(path, dataset)
     start = replace(start, loss=LOSS[dataset])
-    candidates = [start] + [sample_trial(rng, LOSS[dataset])
+    candidates = [start] + [sample_trial(rng, LOSS[dataset], TARGETS[dataset])
                             for _ in range(settings.trials - 1)]
     trials = []
     for i, hp in enumerate(candidates):
@@ -268,7 +284,7 @@ def run_tune(dataset: str, out_dir: Union[str, Path], settings: TuneSettings = F
     chosen = replace(candidates[best_i], epochs=trials[best_i]['epochs'])
     result = {
         'dataset': dataset, 'quick': bool(quick), 'metric': f'validation {metric}',
-        'validation': how, 'space': SPACE, 'fixed': FIXED,
+        'validation': how, 'space': space_of(dataset), 'fixed': FIXED,
         'epochs_search': f'up to {settings.max_epochs} epochs per trial, early stop after '
                          f'{settings.patience} without improvement; epochs = best epoch',
         'settings': asdict(settings), 'incumbent_from': start_from, 'trials': trials,
@@ -280,7 +296,7 @@ def run_tune(dataset: str, out_dir: Union[str, Path], settings: TuneSettings = F
     write_text(out / f'tune_{dataset}.md', tune_markdown(result))
     record = {'method': f'random search, {len(trials)} trials (trial 0: {start_from}), seed '
                         f'{settings.seed}' + (' (QUICK budget)' if quick else ''),
-              'space': SPACE, 'validation': how, 'metric': result['metric'],
+              'space': space_of(dataset), 'validation': how, 'metric': result['metric'],
               'epochs': result['epochs_search'], 'best_trial': best_i,
               'best_score': float(trials[best_i]['score']),
               'trials_scores': [float(t['score']) for t in trials],
@@ -313,13 +329,14 @@ def tune_markdown(result: dict) -> str:
              f'- space: {result["space"]}; fixed: {result["fixed"]}',
              f'- trial 0: {result["incumbent_from"]}; wall time {result["wall_s"]:.0f} s'
              + (' (QUICK budget)' if result['quick'] else ''), '',
-             '| trial | score | epochs | layers x hidden | window / segment / batch | optimizer '
-             '| lr | weight decay | jerk PSD | qd noise | wall [s] |',
-             '|---|---|---|---|---|---|---|---|---|---|---|']
+             '| trial | score | epochs | target | layers x hidden | window / segment / batch '
+             '| optimizer | lr | weight decay | jerk PSD | qd noise | wall [s] |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|']
     for t in sorted(result['trials'], key=lambda t: t['score']):
         h = t['hparams']
         mark = ' **(chosen)**' if t['trial'] == result['best']['trial'] else ''
         lines.append(f'| {t["trial"]}{mark} | {t["score"]:.4g} | {t["epochs"]} | '
+                     f'{h.get("target", "full")} | '
                      f'{h["num_layers"]} x {h["hidden_size"]} | {h["window"]} / {h["segment"]} '
                      f'/ {h["batch"]} | {h["optimizer"]} | {h["lr"]:.3g} | {h["weight_decay"]:g}'
                      f' | {h["jerk_psd"]:g} | {h["qd_noise_std"]:g} | {t["wall_s"]:.0f} |')
