@@ -188,7 +188,8 @@ HEADER = """\
 # Written by `invdyn tune` (invdyn_ros/experiments/tune.py): a random search, scored on
 # validation trajectories only (never the test runs); `search` records the space, the trials
 # and the validation score of the choice. Units: window, segment, burn_in [samples];
-# lr [1]; jerk_psd [(rad/s^3)^2 s]; qd_noise_std [rad/s].
+# lr [1]; jerk_psd [(rad/s^3)^2 s]; qd_noise_std [rad/s]. target: what the network learns,
+# full (the torque) or residual_rbd (the torque minus the nominal model; lwr only).
 """
 
 

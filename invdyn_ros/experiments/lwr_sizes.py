@@ -575,8 +575,8 @@ def markdown(result: dict) -> list[str]:
             "whole torque, the goals' reference. For a like-for-like comparison the same GP "
             'was also fitted to the same residual and given the same nominal model (GP + '
             'nominal):')
-        lines += ['', '| samples | GP MSE | GP + nominal MSE | LSTM MSE | LSTM / GP | '
-                      'LSTM / (GP + nominal) | GP + nominal fit [s] |',
+        lines += ['| samples | GP MSE | GP + nominal MSE | LSTM MSE | LSTM / GP | '
+                  'LSTM / (GP + nominal) | GP + nominal fit [s] |',
                   '|---|---|---|---|---|---|---|']
         for r in same:
             g, lstm = r['gp_same_target']['mse'], r['lstm']['mse']

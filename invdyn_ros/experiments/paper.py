@@ -178,9 +178,10 @@ def report(result: dict) -> str:
     for name, h in result['hparams'].items():
         lines.append(f'- {name}: {LstmHparams(**h).describe()}.')
         lines.append(f'  Search: {search_summary(result["search"].get(name, {}))}.')
-    from invdyn_ros.experiments.tune import SPACE
-    lines += ['', f'Search space (both data sets): {SPACE}; epochs by validation (best '
-              'epoch), grad clip 1, burn-in 8.', '']
+    from invdyn_ros.experiments.tune import SPACE, TARGETS
+    lines += ['', f'Search space (both data sets): {SPACE}; what the network learns '
+              f'(target): {TARGETS}; epochs by validation (best epoch), grad clip 1, burn-in '
+              '8.', '']
     lines += _demote(syn.markdown_report(result['synthetic']))
     lines.append('')
     lines += lwr.markdown(result['lwr'])
