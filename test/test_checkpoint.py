@@ -537,3 +537,19 @@ def test_saver_killed_mid_save_leaves_a_complete_file(tmp_path: Path) -> None:
     save_checkpoint(path, _model(), {'model_version': version + 1})   # the next save cleans up
     assert [q.name for q in tmp_path.iterdir()] == ['model.npz']
     assert load_checkpoint(path)[1]['model_version'] == version + 1
+
+
+def test_a_model_supersedes_by_version_within_a_trainer_run_and_across_runs_always():
+    from invdyn_ros.core.checkpoint import session_of, SESSION_KEY, supersedes
+    assert supersedes((3, 'a'), (2, 'a')) and not supersedes((2, 'a'), (2, 'a'))
+    assert not supersedes((1, 'a'), (2, 'a'))
+    # A restarted trainer (another run) counts again from its start checkpoint's version.
+    assert supersedes((2, 'b'), (40, 'a')) and supersedes((2, 'b'), (40, ''))
+    # Without a run id (a file, an older trainer): only a newer version.
+    assert supersedes((41, ''), (40, 'a')) and not supersedes((40, ''), (40, 'a'))
+    assert not supersedes((1, ''), (1, ''))
+    assert session_of({SESSION_KEY: 'abc'}) == 'abc'
+    assert session_of({}) == '' and session_of({SESSION_KEY: 5}) == ''
+    # The id travels in the checkpoint like any other metadata.
+    _, meta = checkpoint_from_bytes(checkpoint_to_bytes(_model(), {SESSION_KEY: 'run-7'}))
+    assert session_of(meta) == 'run-7'

@@ -16,7 +16,7 @@ from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from invdyn_ros.core.accel import AccelConfig
-from invdyn_ros.core.checkpoint import checkpoint_to_bytes, save_checkpoint
+from invdyn_ros.core.checkpoint import checkpoint_to_bytes, save_checkpoint, SESSION_KEY
 from invdyn_ros.core.evaluate import predict_trajectories
 from invdyn_ros.core.lstm import LstmConfig, LstmInverseDynamics, Normalizer, sequence_inputs
 from invdyn_ros.core.lwr_sim import simulate
@@ -170,6 +170,48 @@ def test_bad_model_message_is_rejected_and_old_model_kept(setup):
         vals = {kv.key: kv.value for kv in setup['diags'][-1].status[0].values}
         return int(vals.get('rejected_bad_model', 0)) >= 1 and vals['model_version'] == '2'
     setup['h'].wait_for(rejected, 5, 'diagnostics counting the bad model')
+
+
+def test_models_of_a_restarted_trainer_are_taken_stale_ones_refused(setup):
+    """Versions count within one trainer run (trainer_session): a restarted trainer starts
+    again from its checkpoint's version, and its models are taken at once; a model of the
+    same run that is not newer, or one without a run that is not newer, is refused."""
+    def diag():
+        return {kv.key: kv.value for kv in setup['diags'][-1].status[0].values}
+
+    offset = [400.0]
+
+    def offer(model, version, session=None):
+        meta = {'model_version': version, 'accel_config': AccelConfig().to_dict()}
+        if session:
+            meta[SESSION_KEY] = session
+        setup['model_pub'].publish(UInt8MultiArray(data=checkpoint_to_bytes(model, meta)))
+        time.sleep(0.3)
+        # A model is swapped in between two joint_states callbacks: give it some.
+        _send(setup, setup['traj'].slice(0, 50), offset[0])
+        offset[0] += 10.0
+
+    def expect(version, stale):
+        setup['h'].wait_for(lambda: diag()['model_version'] == str(version)
+                            and int(diag().get('rejected_stale_model', 0)) == stale, 5,
+                            f'model version {version}, {stale} stale', state=diag)
+
+    _reset(setup)
+    v0 = int(diag()['model_version'])
+    stale0 = int(diag().get('rejected_stale_model', 0))
+    m1, m2 = setup['m1'], setup['m2']
+    offer(m1, v0)                       # no run, not newer: stale
+    expect(v0, stale0 + 1)
+    offer(m1, v0 + 5, 'run-a')          # newer
+    expect(v0 + 5, stale0 + 1)
+    offer(m2, v0 + 5, 'run-a')          # the same run, not newer: stale
+    expect(v0 + 5, stale0 + 2)
+    offer(m2, 2, 'run-b')               # a restarted trainer: taken, its count starts again
+    expect(2, stale0 + 2)
+    offer(m2, 3, 'run-b')
+    expect(3, stale0 + 2)
+    offer(m1, 1)                        # no run, not newer: stale
+    expect(3, stale0 + 3)
 
 
 def test_diagnostics_say_how_the_node_is_scheduled(setup):

@@ -107,6 +107,12 @@ def test_trainer_learns_and_publishes_the_target_of_its_model(tmp_path):
     _, meta = checkpoint_from_bytes(bytes(models[-1].data), joint_names=list(j))
     assert meta['target'] == 'residual_rbd' and spec_from_meta(meta) == spec
     assert meta['model_version'] >= 2
+    # Every model names the trainer run that published it (the predictor takes a restarted
+    # trainer's models by it), one run here.
+    from invdyn_ros.core.checkpoint import session_of
+    runs = {session_of(checkpoint_from_bytes(bytes(m.data), joint_names=list(j))[1])
+            for m in models}
+    assert len(runs) == 1 and len(runs.pop()) == 16
 
 
 def test_predictor_forwards_sample_blocks_the_trainer_learns_from(tmp_path):

@@ -79,6 +79,9 @@ WEIGHT_PREFIX = 'weight.'
 NPY_SUFFIX = '.npy'
 DEFAULT_TARGET = 'full'
 DEFAULT_MODEL_VERSION = 1
+#: Metadata key naming the trainer run that published a model (an id the trainer draws at its
+#: start): model versions count within one run.
+SESSION_KEY = 'trainer_session'
 #: Model kinds the format knows of (all of them in _BUILDERS).
 KNOWN_KINDS = ('lstm', 'gp')
 #: The only weight dtype of kind 'gp' (GP factorisations need it; see invdyn_ros.core.gp).
@@ -116,6 +119,28 @@ class CheckpointError(ValueError):
 
 # --------------------------------------------------------------------------------------------
 # Writing
+
+
+def supersedes(offered: tuple[int, str], in_use: tuple[int, str]) -> bool:
+    """Whether an offered model, (model_version, trainer session), replaces the one in use.
+
+    Versions order the models of one trainer run. A restarted trainer counts again from its
+    start checkpoint's version, so a model of another run replaces the one in use whatever its
+    version (without this, a respawned trainer's models were refused as stale until its count
+    passed the old run's). A model without a session ('': a file, an older trainer) needs a
+    higher version than the one in use.
+    """
+    version, session = offered
+    in_use_version, in_use_session = in_use
+    if session and session != in_use_session:
+        return True
+    return version > in_use_version
+
+
+def session_of(meta: dict) -> str:
+    """The trainer session of a model's metadata ('' when absent or not a string)."""
+    session = meta.get(SESSION_KEY, '')
+    return session if isinstance(session, str) else ''
 
 
 def _json_default(obj: Any) -> Any:

@@ -5,7 +5,9 @@ Subscribes:
         reliable and best-effort publishers connect.
     /invdyn/model (std_msgs/UInt8MultiArray, reliable, transient local): checkpoint bytes from
         the trainer; decoded in a worker thread, off the control path, and swapped in between
-        two joint_states callbacks.
+        two joint_states callbacks. Taken when newer: a higher version of the same trainer
+        run, or any version of another run (a restarted trainer counts again from its start
+        checkpoint's version); otherwise refused as stale_model.
 Publishes, for every accepted input:
     /invdyn/feedforward (sensor_msgs/JointState): names, effort = torque [Nm], the input's stamp.
     /invdyn/feedforward_cmd (std_msgs/Float64MultiArray): torques in joint_names order, what a
@@ -47,7 +49,8 @@ from std_msgs.msg import Float64MultiArray, MultiArrayDimension, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from invdyn_ros.core.accel import AccelConfig
-from invdyn_ros.core.checkpoint import CheckpointError, load_lstm_weights, lstm_weights_from_bytes
+from invdyn_ros.core.checkpoint import (CheckpointError, load_lstm_weights,
+                                        lstm_weights_from_bytes, session_of, supersedes)
 from invdyn_ros.core.joint_map import JointMapper
 from invdyn_ros.core.lstm_numpy import NumpyLstmStepper
 from invdyn_ros.core.online import OnlinePredictor
@@ -107,6 +110,7 @@ class PredictorNode(Node):
         except ValueError as e:
             raise ParamError(f'parameter inference: {e}') from None
         self.model_version = int(meta.get('model_version', 0))
+        self._session = session_of(meta)
         self._pending: Optional[tuple] = None
         self._pending_lock = threading.Lock()
         self._mapper = JointMapper(p.joint_names)
@@ -231,7 +235,7 @@ class PredictorNode(Node):
 
     def _swap_model(self) -> None:
         with self._pending_lock:
-            model, version, nominal, spec = self._pending
+            model, version, nominal, spec, session = self._pending
             self._pending = None
         try:
             self._online.swap_model(model, nominal=nominal)
@@ -240,6 +244,7 @@ class PredictorNode(Node):
             return
         self._spec = spec
         self.model_version = version
+        self._session = session
         self.model_updates += 1
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response
@@ -284,8 +289,10 @@ class PredictorNode(Node):
                             f'{" on another nominal model" if target == self.target else ""},'
                             f' this predictor serves {self.target!r}')
                 continue
-            if version <= self.model_version:
-                self.reject('stale_model', f'version {version} <= {self.model_version} in use')
+            session = session_of(meta)
+            if not supersedes((version, session), (self.model_version, self._session)):
+                self.reject('stale_model', f'version {version} <= {self.model_version} in use'
+                            ' (same trainer run)')
                 continue
             nominal = None
             if rbd and not spec.same_model(self._spec):
@@ -302,8 +309,10 @@ class PredictorNode(Node):
             if self._online.path == 'compiled':
                 model.fused_buffer()        # what the compiled path reads, made here too
             with self._pending_lock:
-                self._pending = (model, version, nominal, spec)
-            self.get_logger().info(f'model version {version} received; swapping in')
+                self._pending = (model, version, nominal, spec, session)
+            run = (f' from a new trainer run ({session})'
+                   if session and session != self._session else '')
+            self.get_logger().info(f'model version {version}{run} received; swapping in')
 
     def start_receiving(self) -> None:
         """Start the joint_states thread (receive: thread); call once the node spins."""

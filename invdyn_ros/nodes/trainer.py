@@ -12,8 +12,11 @@ Subscribes (``input``):
         without effort are skipped (counted), as are malformed ones.
 Publishes:
     /invdyn/model (std_msgs/UInt8MultiArray, reliable, transient local): a complete checkpoint
-        (the same bytes as a model file: config, weights, normalisation, joints, rate, version),
-        only when the candidate scores no worse than the model in operation on held-back data.
+        (the same bytes as a model file: config, weights, normalisation, joints, rate, version,
+        and this run's id, ``trainer_session``), only when the candidate scores no worse than
+        the model in operation on held-back data. Versions count from the start checkpoint's;
+        the predictor takes a newer version of the same run, or any model of another run (a
+        restarted trainer).
         Weights travel over ROS, so predictor and trainer may run on different machines.
     /diagnostics: updates, publications, rejected candidates, losses.
 
@@ -35,6 +38,7 @@ import dataclasses
 from pathlib import Path
 import threading
 import time
+import uuid
 
 from diagnostic_msgs.msg import DiagnosticArray
 import rclpy
@@ -45,7 +49,7 @@ from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 
 from invdyn_ros.core.accel import AccelConfig
 from invdyn_ros.core.checkpoint import (CheckpointError, checkpoint_to_bytes, load_checkpoint,
-                                        save_checkpoint)
+                                        save_checkpoint, SESSION_KEY)
 from invdyn_ros.core.joint_map import JointMapper
 from invdyn_ros.core.online_learning import OnlineConfig, OnlineLearner
 from invdyn_ros.core.params import ParamError, TrainerParams
@@ -67,6 +71,8 @@ JOINT_STATES_DEPTH = 100
 #: How often the recording is flushed even when no message arrives [s]: a kill loses at most
 #: this much (the recorder itself flushes on writes at its own interval, 1 s).
 RECORD_FLUSH_PERIOD_S = 1.0
+#: Hex digits of the run id in each published model (64 random bits).
+SESSION_ID_CHARS = 16
 
 
 class TrainerNode(Node):
@@ -104,6 +110,9 @@ class TrainerNode(Node):
         except ValueError as e:
             raise ParamError(f'parameter adapt: {e}') from None
         self.learner.model_version = int(meta.get('model_version', 1))
+        # This run's id in every model it publishes: its versions restart from the start
+        # checkpoint's, and the predictor tells a restarted trainer's models from stale ones.
+        self.session = uuid.uuid4().hex[:SESSION_ID_CHARS]
         self._mapper = JointMapper(p.joint_names)
         self.reject = Rejections(self)
         self.recorder = None
@@ -203,7 +212,7 @@ class TrainerNode(Node):
         if model is None:
             return
         meta = {**self._target_meta, 'model_version': self.learner.model_version,
-                'accel_config': self._accel_dict,
+                SESSION_KEY: self.session, 'accel_config': self._accel_dict,
                 'online': {'updates': self.learner.stats['updates'],
                            'payload_updates': self.learner.stats['payload_updates'],
                            'samples': self.samples,
@@ -221,7 +230,7 @@ class TrainerNode(Node):
 
     def _publish_diagnostics(self) -> None:
         st = self.learner.stats
-        values = {'samples': self.samples, 'updates': st['updates'],
+        values = {'samples': self.samples, 'updates': st['updates'], 'session': self.session,
                   'published': st['published'], 'model_version': self.learner.model_version,
                   'candidates_rejected': st['candidates_rejected'],
                   'diverged_discarded': st['diverged_discarded'],
