@@ -291,8 +291,9 @@ class PredictorNode(Node):
                 continue
             session = session_of(meta)
             if not supersedes((version, session), (self.model_version, self._session)):
-                self.reject('stale_model', f'version {version} <= {self.model_version} in use'
-                            ' (same trainer run)')
+                run = f' (trainer run {session})' if session else ''
+                self.reject('stale_model',
+                            f'version {version} <= {self.model_version} in use{run}')
                 continue
             nominal = None
             if rbd and not spec.same_model(self._spec):
