@@ -44,7 +44,8 @@ import numpy as np
 from invdyn_ros.core.trajectory import Trajectory
 from invdyn_ros.experiments.common import write_json, write_text
 from invdyn_ros.experiments.hparams import (
-    DATASETS, DEFAULT_PATH, HparamError, LstmHparams, load_hparams, save_hparams)
+    DATASETS, DEFAULT_PATH, HPARAM_TARGETS, HparamError, LstmHparams, load_hparams,
+    NOMINAL_DATASETS, save_hparams)
 
 #: The search space: discrete choices, and log-uniform learning-rate ranges per optimiser.
 SPACE: dict = {
@@ -59,8 +60,10 @@ SPACE: dict = {
     'jerk_psd': [1.0, 10.0, 100.0],
     'qd_noise_std': [0.005, 0.03],
 }
-#: The targets searched per data set (a residual needs the data set's nominal model).
-TARGETS: dict = {'lwr': ['full', 'residual_rbd'], 'baxter': ['full']}
+#: The targets searched per data set: a residual only where the data set has a nominal model
+#: (hparams.NOMINAL_DATASETS, which the hyperparameter file is checked against).
+TARGETS: dict = {d: list(HPARAM_TARGETS) if d in NOMINAL_DATASETS else ['full']
+                 for d in DATASETS}
 #: Fixed in every trial: global gradient-norm clip and burn-in [samples].
 FIXED = {'grad_clip': 1.0, 'burn_in': 8}
 METRIC = {'baxter': 'nmse', 'lwr': 'mse'}
