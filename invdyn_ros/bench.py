@@ -431,33 +431,24 @@ def _joint_state_messages(traj, n: int) -> list:
     return msgs
 
 
-def _time_calls(fn: Callable[[Any], Any], items: Sequence) -> np.ndarray:
-    """Wall time of ``fn(item)`` for each item [us]."""
+def _time_calls(fn: Callable[[Any], Any], items: Sequence,
+                rate_hz: Optional[float] = None) -> np.ndarray:
+    """Wall time of ``fn(item)`` for each item [us]: back to back, or with ``rate_hz`` (the
+    joint_states rate) one call per period, sleeping in between, so that a reader downstream
+    sees the node's real message rate and each call starts cold, as in operation."""
     out = np.empty(len(items))
     clock = time.perf_counter_ns
-    for k, item in enumerate(items):
-        t0 = clock()
-        fn(item)
-        out[k] = clock() - t0
-    return out / 1e3
-
-
-def _time_calls_paced(fn: Callable[[Any], Any], items: Sequence, rate_hz: float
-                      ) -> np.ndarray:
-    """As :func:`_time_calls`, one call per period of ``rate_hz`` (the joint_states rate),
-    sleeping in between, so that a reader downstream sees the node's real message rate."""
-    out = np.empty(len(items))
-    clock = time.perf_counter_ns
-    period = int(1e9 / rate_hz)
+    period = 0 if rate_hz is None else int(1e9 / rate_hz)
     t_next = clock()
     for k, item in enumerate(items):
-        wait = t_next - clock()
-        if wait > 0:
-            time.sleep(wait / 1e9)
+        if period:
+            wait = t_next - clock()
+            if wait > 0:
+                time.sleep(wait / 1e9)
+            t_next += period
         t0 = clock()
         fn(item)
         out[k] = clock() - t0
-        t_next += period
     return out / 1e3
 
 
@@ -529,7 +520,7 @@ def bench_latency(opts: BenchOptions, s: Settings, data: SimData, model_path: Pa
             if paced:
                 # One message per period with the thread asleep in between, as in operation:
                 # each message then starts with cold caches (and, on a VM, a woken vCPU).
-                return _time_calls_paced(one, msgs[:s.reader_messages], opts.rate_hz)
+                return _time_calls(one, msgs[:s.reader_messages], opts.rate_hz)
             return _time_calls(one, msgs)
 
         def naive_run() -> np.ndarray:
@@ -597,7 +588,7 @@ def bench_latency(opts: BenchOptions, s: Settings, data: SimData, model_path: Pa
                 per_repeat['callback_reader'] = []
                 for _ in range(s.repeats):
                     per_repeat['callback_reader'].append(_pcts(node_span(
-                        lambda: _time_calls_paced(node._on_joint_state, paced, opts.rate_hz),
+                        lambda: _time_calls(node._on_joint_state, paced, opts.rate_hz),
                         len(paced))))
             finally:
                 reader.stop()
