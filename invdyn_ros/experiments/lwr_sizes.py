@@ -353,14 +353,13 @@ def accel_floor(runs: Sequence[Trajectory], prepared: Sequence[Prepared]) -> dic
     from invdyn_ros.core.nominal import lwr4plus_spec, NominalModel
     nominal = NominalModel(lwr4plus_spec(JOINTS))
     d = len(JOINTS)
-    sq = []
+    err = []
     for tr, p in zip(runs, prepared):
         q, qd, qdd = p.x[:, :d], p.x[:, d:2 * d], p.x[:, 2 * d:]
         true = tr.meta['qdd_true'][:, :d]
-        for k in range(len(q)):
-            e = nominal.rnea(q[k], qd[k], qdd[k]) - nominal.rnea(q[k], qd[k], true[k])
-            sq.append(e * e)
-    per_joint = np.mean(sq, axis=0)
+        err.append(nominal.terms('residual_rbd', q, qd, qdd)
+                   - nominal.terms('residual_rbd', q, qd, true))
+    per_joint = np.mean(np.concatenate(err) ** 2, axis=0)
     return {'mse': float(per_joint.mean()), 'mse_per_joint': per_joint.tolist()}
 
 
