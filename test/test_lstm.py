@@ -141,6 +141,23 @@ def test_normalisation_is_inside_the_model() -> None:
         np.testing.assert_allclose(out.numpy(), model.head(raw).numpy(), rtol=1e-6, atol=1e-6)
 
 
+def test_forward_normalised_is_forward_in_normalised_units() -> None:
+    """Training calls forward_normalised on data normalised once: it must be forward."""
+    model = _model()
+    x, _ = _data(1, n=50)
+    norm = model.normalizer
+    state = model.initial_state(1)
+    with torch.no_grad():
+        tau, (h, c) = model(torch.as_tensor(x, dtype=torch.float32)[None], state)
+        xn = torch.as_tensor(norm.normalise_x(x), dtype=torch.float32)[None]
+        yn, (hn, cn) = model.forward_normalised(xn, state)
+    np.testing.assert_allclose(norm.denormalise_y(yn.numpy()[0]), tau.numpy()[0],
+                               rtol=1e-5, atol=1e-5)
+    # The inputs were normalised in float64 here, in float32 inside forward: rounding only.
+    torch.testing.assert_close(hn, h, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cn, c, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize('num_layers', [1, 2, 3])
 def test_step_equals_sequence_float32(num_layers: int) -> None:
     model = _model(num_layers)

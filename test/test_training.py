@@ -2,12 +2,13 @@
 
 import numpy as np
 import pytest
+import torch
 
 from invdyn_ros.core.accel import AccelConfig
 from invdyn_ros.core.lstm import LstmConfig
 from invdyn_ros.core.online import OnlinePredictor, Rejection, run_online
-from invdyn_ros.core.training import (TrainConfig, evaluate_sequences, predict_sequence,
-                                      prepare, train_lstm)
+from invdyn_ros.core.training import (clip_grad_norm, TrainConfig, evaluate_sequences,
+                                      predict_sequence, prepare, train_lstm)
 from invdyn_ros.core.trajectory import Trajectory
 
 NAMES = ('j1', 'j2')
@@ -81,6 +82,27 @@ def test_online_rejects_and_resets(trained):
     assert p.update(0.5, q, q).reset                       # backwards
     with pytest.raises(ValueError, match='torque_limits'):
         OnlinePredictor(trained.model, torque_limits=[1.0, -1.0])
+
+
+@pytest.mark.parametrize('max_norm', [0.1, 1.0, 1e6])
+def test_clip_grad_norm_is_torchs(max_norm):
+    """The lean clip scales gradients exactly as torch.nn.utils.clip_grad_norm_ (clipped or
+    left alone)."""
+    gen = torch.Generator().manual_seed(1)
+    shapes = [(16, 5), (16, 4), (16,), (3, 4), (3,)]
+    grads = [torch.randn(s, generator=gen) for s in shapes]
+    ours = [torch.zeros(s, requires_grad=True) for s in shapes]
+    ref = [torch.zeros(s, requires_grad=True) for s in shapes]
+    for p, q, g in zip(ours, ref, grads):
+        p.grad, q.grad = g.clone(), g.clone()
+    clip_grad_norm(ours, max_norm)
+    torch.nn.utils.clip_grad_norm_(ref, max_norm)
+    for p, q in zip(ours, ref):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-7)
+    total = torch.linalg.vector_norm(torch.cat([p.grad.reshape(-1) for p in ours]))
+    assert total <= max_norm * (1 + 1e-5)
+    if max_norm == 1e6:   # nothing to clip: untouched
+        assert all(torch.equal(p.grad, g) for p, g in zip(ours, grads))
 
 
 def test_diverging_training_raises_clearly():

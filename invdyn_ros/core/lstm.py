@@ -107,10 +107,26 @@ class LstmInverseDynamics(nn.Module):
                 f'x must have shape (B, T, {self.config.input_dim}), got {tuple(x.shape)}')
         if x.dtype != self.dtype:
             x = x.to(self.dtype)
-        xn = (x - self.x_mean) / self.x_std
+        yn, state = self.forward_normalised((x - self.x_mean) / self.x_std, state)
+        return yn * self.y_std + self.y_mean, state
+
+    def forward_normalised(self, xn: torch.Tensor, state: Optional[TorchState] = None
+                           ) -> tuple[torch.Tensor, TorchState]:
+        """The network without its normalisation: ``forward`` in normalised units.
+
+        Training normalises its data once and calls this, which saves four element-wise
+        operations (and their gradients) per update over :meth:`forward`.
+
+        Args:
+            xn: normalised inputs (B, T, input_dim), ``(x - x_mean) / x_std``.
+            state: (h, c), each (num_layers, B, hidden_size); None for a fresh (zero) state.
+
+        Returns:
+            normalised torques (B, T, d), ``(tau - y_mean) / y_std``, and the state after the
+            last sample.
+        """
         out, (h, c) = self.lstm(xn, state)
-        tau = self.head(out) * self.y_std + self.y_mean
-        return tau, (h, c)
+        return self.head(out), (h, c)
 
     def step(self, x: torch.Tensor, state: Optional[TorchState] = None
              ) -> tuple[torch.Tensor, TorchState]:
