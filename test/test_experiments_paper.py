@@ -146,6 +146,10 @@ def test_lwr_part_measures_every_model_at_every_size(quick_run):
     assert 'GP + nominal MSE' in report and 'LSTM / (GP + nominal)' in report
     assert speed['paper_sized']['architecture'].startswith('1 x 64')
     assert [t['epochs'] for t in speed['timed']] == [TINY_HP.epochs] * len(speed['timed'])
+    for t in speed['timed']:   # each size timed SPEED_REPEATS times, the median counts
+        assert len(t['train_s_runs']) == lwr.SPEED_REPEATS == speed['paper_sized']['repeats']
+        assert t['train_s'] == pytest.approx(float(np.median(t['train_s_runs'])))
+    assert f'each size the median of {lwr.SPEED_REPEATS} trainings [min..max]' in report
     assert speed['paper_sized']['extrapolated'] is True
     assert len(part['analysis']['friction_var_share']) == 5
     floor = part['analysis']['accel_floor']
