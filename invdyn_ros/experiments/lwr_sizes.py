@@ -431,13 +431,14 @@ def _speed(hp: LstmHparams, rows: list[dict], train_runs: list[Trajectory], acce
     epoch per 1,000 samples (constant when time is linear in n), and the 100,000-sample goal
     (extrapolated linearly from the largest size when the run has no 100,000)."""
     paper_hp = replace(hp, num_layers=PAPER_SIZED[0], hidden_size=PAPER_SIZED[1])
+    model_config = paper_hp.model_config(JOINTS, RATE_HZ)
+    train_config = paper_hp.train_config(seed=sizes.seed, threads=THREADS)
     timed = []
     for n in [r['n'] for r in rows if r['n'] >= SPEED_MIN_SAMPLES] or [rows[-1]['n']]:
+        subset = training_subset(train_runs, n)
         runs = []
         for _ in range(SPEED_REPEATS):
-            res = train_lstm(training_subset(train_runs, n),
-                             paper_hp.model_config(JOINTS, RATE_HZ),
-                             paper_hp.train_config(seed=sizes.seed, threads=THREADS), accel)
+            res = train_lstm(subset, model_config, train_config, accel)
             runs.append(res.wall_s)
         epochs = len(res.history)
         t_n = float(np.median(runs))
