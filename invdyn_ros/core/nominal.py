@@ -29,6 +29,7 @@ loads Pinocchio.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
@@ -44,6 +45,10 @@ MIN_BODY_MASS_KG = 1e-3
 #: Name of the simulated LWR's nominal model for ``invdyn train --urdf``.
 LWR_PRESET = 'lwr4plus'
 PACKAGE_URDF_SOURCE = 'package:invdyn_ros/core/models_data/kuka_lwr4plus.urdf'
+#: Name of the Baxter left arm's nominal model (kinematics and the manufacturer's inertial
+#: values; identify its parameters from data, see core/identify.py) for ``invdyn train --urdf``.
+BAXTER_PRESET = 'baxter_left'
+BAXTER_URDF = Path(__file__).resolve().parent / 'models_data' / 'baxter_left_arm.urdf'
 
 
 def _build(urdf_text: str) -> pin.Model:
@@ -98,6 +103,26 @@ class NominalModel:
                                  f'{j.nv} velocity coordinates; only 1-DoF joints are supported')
         for name, value in spec.armature.items():
             model.armature[model.joints[model.getJointId(name)].idx_v] = value
+        ident = spec.identified
+        if ident:
+            bodies = ident['body_params']
+            if len(bodies) != model.njoints - 1:
+                raise ValueError(f'nominal model: identified.body_params has {len(bodies)} '
+                                 f'bodies, the URDF {model.njoints - 1}')
+            for i, params in enumerate(bodies, start=1):
+                # Not necessarily physical (see core/identify.py), but never massless.
+                if abs(params[0]) < MIN_BODY_MASS_KG:
+                    raise ValueError(f'nominal model: identified body of {names[i]!r} has '
+                                     f'mass {params[0]:g} kg')
+                model.inertias[i] = pin.Inertia.FromDynamicParameters(
+                    np.asarray(params, dtype=np.float64))
+        # Per-joint terms of an identified model (zeros otherwise): RNEA adds them.
+        zeros = [0.0] * len(spec.joint_names)
+        self._fv, self._fc, self._k, self._o = (
+            np.asarray(ident.get(key, zeros), dtype=np.float64)
+            for key in ('viscous', 'coulomb', 'stiffness', 'offset'))
+        self._vc = float(ident.get('coulomb_velocity', 1.0))
+        self._extra = bool(ident)
         self.payload_joint = spec.payload_joint or names[-1]
         if self.payload_joint not in movable:
             raise ValueError(f'nominal model: payload joint {self.payload_joint!r} is not a '
@@ -130,12 +155,21 @@ class NominalModel:
         self._q[self._iq] = q
         self._v[self._iv] = qd
         self._a[self._iv] = qdd
-        return pin.rnea(self.model, self.data, self._q, self._v, self._a)[self._iv]
+        tau = pin.rnea(self.model, self.data, self._q, self._v, self._a)[self._iv]
+        if self._extra:
+            tau = tau + self._static(q) + self._fv * qd + self._fc * np.tanh(qd / self._vc)
+        return tau
 
     def gravity(self, q: np.ndarray) -> np.ndarray:
-        """Nominal gravity torque g(q) [Nm] (d,) for q [rad] (d,)."""
+        """Nominal gravity torque g(q) [Nm] (d,) for q [rad] (d,); an identified model adds
+        its configuration-only terms (spring and offset)."""
         self._q[self._iq] = q
-        return pin.computeGeneralizedGravity(self.model, self.data, self._q)[self._iv]
+        g = pin.computeGeneralizedGravity(self.model, self.data, self._q)[self._iv]
+        return g + self._static(q) if self._extra else g
+
+    def _static(self, q: np.ndarray) -> np.ndarray:
+        """An identified model's spring and offset torque [Nm] (d,)."""
+        return self._k * np.asarray(q, dtype=np.float64) + self._o
 
     def payload_regressor(self, q: np.ndarray, qd: np.ndarray, qdd: np.ndarray) -> np.ndarray:
         """(d, 10): torque [Nm] of the model's joints per unit of each dynamic parameter
@@ -216,13 +250,23 @@ def lwr4plus_spec(joint_names: Sequence[str]) -> NominalSpec:
                                         'joints at the home pose)')
 
 
+def baxter_spec(joint_names: Sequence[str]) -> NominalSpec:
+    """The Baxter left arm's nominal model (packaged URDF, trimmed from Rethink's; see its
+    header comment) for ``joint_names`` (of left_s0 .. left_w2), the others held at 0 rad."""
+    spec = NominalSpec.from_urdf(BAXTER_URDF, tuple(joint_names),
+                                 source='package:invdyn_ros/core/models_data/'
+                                        'baxter_left_arm.urdf')
+    return complete_spec(spec)
+
+
 def spec_for(urdf: str, joint_names: Sequence[str],
              held_q: Optional[Mapping[str, float]] = None,
              armature: Optional[Mapping[str, float]] = None) -> NominalSpec:
-    """A complete spec from a URDF path, or :data:`LWR_PRESET` for the simulated LWR's
-    nominal model; ``held_q``/``armature`` override the preset's or add to a file's."""
-    if urdf == LWR_PRESET:
-        spec = lwr4plus_spec(joint_names)
+    """A complete spec from a URDF path, :data:`LWR_PRESET` for the simulated LWR's nominal
+    model or :data:`BAXTER_PRESET` for Baxter's left arm; ``held_q``/``armature`` override the
+    preset's or add to a file's."""
+    if urdf in (LWR_PRESET, BAXTER_PRESET):
+        spec = (lwr4plus_spec if urdf == LWR_PRESET else baxter_spec)(joint_names)
         spec = replace(spec, held_q={**spec.held_q, **(held_q or {})},
                        armature={**spec.armature, **(armature or {})})
     else:

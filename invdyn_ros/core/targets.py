@@ -35,6 +35,13 @@ SPEC_KEYS = frozenset({'urdf_text', 'urdf_sha256', 'source', 'joint_names', 'urd
                        'held_q', 'armature'})
 #: Keys a spec with a payload adds (written only then, so older files stay valid).
 PAYLOAD_KEYS = frozenset({'payload', 'payload_joint'})
+#: Key an identified spec adds (written only then).
+IDENTIFIED_KEYS = frozenset({'identified'})
+#: Fields of ``NominalSpec.identified`` (see :mod:`invdyn_ros.core.identify`): the body
+#: parameters replacing the URDF's (10 per movable URDF joint's body, Pinocchio's joint
+#: order), the per-joint terms [Nm s/rad, Nm, Nm/rad, Nm], v_c [rad/s] and the fit's record.
+IDENTIFIED_FIELDS = frozenset({'body_params', 'viscous', 'coulomb', 'stiffness', 'offset',
+                               'coulomb_velocity', 'fit'})
 #: Dynamic parameters of one rigid body, in Pinocchio's order: mass [kg], first moment m*c
 #: [kg m] (x, y, z), inertia about the joint frame's origin [kg m^2] (xx, xy, yy, xz, yz, zz).
 PAYLOAD_PARAMS = ('m', 'mcx', 'mcy', 'mcz', 'Ixx', 'Ixy', 'Iyy', 'Ixz', 'Iyz', 'Izz')
@@ -86,6 +93,11 @@ class NominalSpec:
             (``adapt: payload``). Added parameter-wise (RNEA is linear in them), so a negative
             entry (a lighter tool) is allowed as long as that body's total mass stays positive.
         payload_joint: the URDF joint whose body carries ``payload`` (set with it).
+        identified: empty, or parameters fitted to data by
+            :func:`invdyn_ros.core.identify.identify` (:data:`IDENTIFIED_FIELDS`): the body
+            parameters replace the URDF's inertial values, and the RNEA adds per joint viscous
+            and Coulomb friction, a spring and an offset. The URDF then gives the kinematics
+            and the prior.
     """
 
     urdf_text: str
@@ -96,6 +108,7 @@ class NominalSpec:
     source: str = ''
     payload: tuple[float, ...] = ()
     payload_joint: str = ''
+    identified: Mapping[str, Any] = field(default_factory=dict)
 
     def validate(self) -> 'NominalSpec':
         """Types and values (not the URDF's contents: :class:`NominalModel` checks those)."""
@@ -136,6 +149,8 @@ class NominalSpec:
                 self.payload_joint):
             raise ValueError('nominal model: payload and payload_joint go together, got '
                              f'payload {list(self.payload)} on joint {self.payload_joint!r}')
+        if self.identified:
+            _check_identified(self.identified, len(self.joint_names))
         return self
 
     @property
@@ -150,16 +165,23 @@ class NominalSpec:
                 'held_q': {k: float(v) for k, v in self.held_q.items()},
                 'armature': {k: float(v) for k, v in self.armature.items()},
                 **({'payload': [float(v) for v in self.payload],
-                    'payload_joint': self.payload_joint} if self.payload else {})}
+                    'payload_joint': self.payload_joint} if self.payload else {}),
+                **({'identified': dict(self.identified)} if self.identified else {})}
 
     @classmethod
     def from_dict(cls, d: Any) -> 'NominalSpec':
         """Rebuild from :meth:`to_dict` output; ValueError when anything is off (including a
         URDF whose text no longer matches its stored SHA-256)."""
-        if not isinstance(d, dict) or set(d) not in (SPEC_KEYS, SPEC_KEYS | PAYLOAD_KEYS):
+        allowed = [SPEC_KEYS | extra for extra in (
+            frozenset(), PAYLOAD_KEYS, IDENTIFIED_KEYS, PAYLOAD_KEYS | IDENTIFIED_KEYS)]
+        if not isinstance(d, dict) or set(d) not in allowed:
             got = sorted(d) if isinstance(d, dict) else type(d).__name__
             raise ValueError(f'nominal model: expected keys {sorted(SPEC_KEYS)} (and '
-                             f'{sorted(PAYLOAD_KEYS)} with a payload), got {got}')
+                             f'{sorted(PAYLOAD_KEYS)} with a payload, {sorted(IDENTIFIED_KEYS)} '
+                             f'when identified), got {got}')
+        identified = d.get('identified', {})
+        if not isinstance(identified, dict):
+            raise ValueError('nominal model: identified must be a mapping')
         payload = d.get('payload', [])
         if not isinstance(payload, list):
             raise ValueError('nominal model: payload must be a list')
@@ -173,7 +195,8 @@ class NominalSpec:
                    if isinstance(d['held_q'], dict) else d['held_q'],
                    armature=dict(d['armature']) if isinstance(d['armature'], dict)
                    else d['armature'], source=d['source'], payload=tuple(payload),
-                   payload_joint=d.get('payload_joint', '')).validate()
+                   payload_joint=d.get('payload_joint', ''),
+                   identified=identified).validate()
         if d['urdf_sha256'] != spec.sha256:
             raise ValueError('nominal model: the URDF text does not match its stored SHA-256 '
                              '(corrupt or edited)')
@@ -210,6 +233,33 @@ class NominalSpec:
             a.pop(key, None)
             b.pop(key, None)
         return a == b
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_identified(ident: Any, dof: int) -> None:
+    """ValueError unless ``ident`` has :data:`IDENTIFIED_FIELDS` with usable values (the
+    number of bodies is checked against the URDF by the nominal model)."""
+    if not isinstance(ident, Mapping) or set(ident) != IDENTIFIED_FIELDS:
+        got = sorted(ident) if isinstance(ident, Mapping) else type(ident).__name__
+        raise ValueError(f'nominal model: identified must have keys '
+                         f'{sorted(IDENTIFIED_FIELDS)}, got {got}')
+    bodies = ident['body_params']
+    if (not isinstance(bodies, (list, tuple)) or not bodies or not all(
+            isinstance(b, (list, tuple)) and len(b) == len(PAYLOAD_PARAMS)
+            and all(_finite(v) for v in b) for b in bodies)):
+        raise ValueError(f'nominal model: identified.body_params must be lists of '
+                         f'{len(PAYLOAD_PARAMS)} finite numbers {list(PAYLOAD_PARAMS)}')
+    for key in ('viscous', 'coulomb', 'stiffness', 'offset'):
+        v = ident[key]
+        if not isinstance(v, (list, tuple)) or len(v) != dof or not all(map(_finite, v)):
+            raise ValueError(f'nominal model: identified.{key} must be {dof} finite numbers')
+    if not (_finite(ident['coulomb_velocity']) and ident['coulomb_velocity'] > 0):
+        raise ValueError('nominal model: identified.coulomb_velocity must be > 0 [rad/s]')
+    if not isinstance(ident['fit'], Mapping):
+        raise ValueError('nominal model: identified.fit must be a mapping')
 
 
 def payload_mass(spec: Optional[NominalSpec]) -> float:

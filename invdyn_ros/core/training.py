@@ -125,6 +125,15 @@ class Prepared:
     y: np.ndarray
     source: str
     base: Optional[np.ndarray] = None
+    target: str = DEFAULT_TARGET
+
+    def published(self, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(what a predictor publishes, what it is scored against) for model outputs
+        ``pred`` (T, d) [Nm] (:data:`~invdyn_ros.core.targets.PUBLISHED`): 'residual_rbd'
+        adds the nominal term back to both, so normalised scores are of the torque."""
+        if self.target == 'residual_rbd' and self.base is not None:
+            return pred + self.base, self.y + self.base
+        return pred, self.y
 
 
 def prepare(trajs: Sequence[Trajectory], joint_names: Sequence[str],
@@ -150,7 +159,7 @@ def prepare(trajs: Sequence[Trajectory], joint_names: Sequence[str],
         x = sequence_inputs(tr.q, tr.qd, tr.qdd)
         if target in RESIDUAL_TARGETS:
             base = nominal.terms(target, tr.q, tr.qd, tr.qdd)
-            out.append(Prepared(x, tr.tau - base, tr.source, base))
+            out.append(Prepared(x, tr.tau - base, tr.source, base, target))
         else:
             out.append(Prepared(x, tr.tau, tr.source))
     if not out:
@@ -241,12 +250,12 @@ def mse_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 
 
 def evaluate_sequences(model: LstmInverseDynamics, data: list[Prepared]) -> dict:
-    """Scores over trajectories, each run from the zero state with state carried throughout."""
+    """Scores of the published torque (:meth:`Prepared.published`) over trajectories, each
+    run from the zero state with state carried throughout."""
     if not data:
         return {}
-    y = np.concatenate([d.y for d in data])
-    p = np.concatenate([predict_sequence(model, d.x) for d in data])
-    return mse_scores(y, p)
+    pairs = [d.published(predict_sequence(model, d.x)) for d in data]
+    return mse_scores(np.concatenate([y for _, y in pairs]), np.concatenate([p for p, _ in pairs]))
 
 
 def train_lstm(trajs: Sequence[Trajectory], model_config: LstmConfig,

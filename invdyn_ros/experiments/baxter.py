@@ -30,6 +30,7 @@ from invdyn_ros.experiments.common import (
     GpPlan, MODEL_COLOURS, MODEL_LABELS, fit_gp, gp_predictions, lstm_predictions,
     naive_predictions, pyplot, score)
 from invdyn_ros.experiments.hparams import LstmHparams
+from invdyn_ros.experiments.lwr_sizes import with_base
 
 #: The Baxter goal: LSTM nMSE (mean over the 7 joints) on the Test runs at most this.
 GOAL_NMSE = 0.10
@@ -136,6 +137,17 @@ def run_baxter(root: Union[str, Path], hp: LstmHparams, sizes: BaxterSizes,
             print(f'[baxter] {text}', flush=True)
 
     out: dict = {'naive': score(naive_predictions(test_prep), test_prep)}
+    # A residual target's nominal model is identified on the Training runs only.
+    t_id = time.perf_counter()
+    nominal = hp.nominal_model(BAXTER_JOINTS, 'baxter', train)
+    test_lstm = test_prep
+    if nominal is not None:
+        test_lstm = prepare(test, BAXTER_JOINTS, accel, target=hp.target, nominal=nominal)
+        out['nominal'] = {**score([d.base for d in test_lstm], test_prep),
+                          'fit_s': time.perf_counter() - t_id,
+                          'fit': dict(nominal.spec.identified.get('fit', {}))}
+        log(f'identified nominal model alone: test nMSE {out["nominal"]["nmse"]:.4f} '
+            f'({out["nominal"]["fit_s"]:.1f} s)')
     plan = GpPlan('exact', sizes.gp_points, sizes.gp_iters, optimizer=sizes.gp_optimizer)
     gp, info = fit_gp(train_prep, BAXTER_JOINTS, BAXTER_RATE_HZ, plan, sizes.seed, THREADS)
     gp_mean, gp_std = gp_predictions(gp, test_prep)
@@ -148,8 +160,9 @@ def run_baxter(root: Union[str, Path], hp: LstmHparams, sizes: BaxterSizes,
     all_preds = []
     for k in range(sizes.seeds):
         cfg = hp.train_config(seed=sizes.seed + k, threads=THREADS, epochs=sizes.epochs)
-        res = train_lstm(train, hp.model_config(BAXTER_JOINTS, BAXTER_RATE_HZ), cfg, accel)
-        preds = lstm_predictions(res.model, test_prep)
+        res = train_lstm(train, hp.model_config(BAXTER_JOINTS, BAXTER_RATE_HZ), cfg, accel,
+                         target=hp.target, nominal=nominal)
+        preds = with_base(lstm_predictions(res.model, test_lstm), test_lstm)
         s = score(preds, test_prep)
         runs.append({**s, 'seed': sizes.seed + k, 'train_s': res.wall_s,
                      'epochs': len(res.history), 'train_samples': res.train_samples})
@@ -266,13 +279,20 @@ def markdown(result: dict) -> list[str]:
         '| model | nMSE (mean of 7) | MSE [Nm^2] | ' + ' | '.join(joints) + ' | fit [s] |',
         '|---|---|---|' + '---|' * len(joints) + '---|',
     ]
-    for m in ('naive', 'gp', 'lstm'):
+    for m in ('naive', 'gp', 'nominal', 'lstm'):
+        if m not in sc:
+            continue
         r = sc[m]
         nm = f'{r["nmse"]:.4f}' + (f' ± {r["nmse_std"]:.4f}' if m == 'lstm' and s['seeds'] > 1
                                    else '')
         fit = {'naive': '-', 'gp': f'{r.get("fit_s", 0):.1f}',
+               'nominal': f'{r.get("fit_s", 0):.1f}',
                'lstm': ' / '.join(f'{x["train_s"]:.1f}' for x in r.get('runs', []))}[m]
-        lines.append(f'| {MODEL_LABELS[m]} | {nm} | {r["mse"]:.4g} | '
+        label = ('identified rigid-body model alone (the residual LSTM\'s nominal term)'
+                 if m == 'nominal' else MODEL_LABELS[m]
+                 + (' (identified model + residual)' if m == 'lstm' and 'nominal' in sc
+                    else ''))
+        lines.append(f'| {label} | {nm} | {r["mse"]:.4g} | '
                      + ' | '.join(f'{v:.3f}' for v in r['nmse_per_joint']) + f' | {fit} |')
     if s['seeds'] > 1:
         lines += ['', 'LSTM per seed: ' + ', '.join(
@@ -280,6 +300,15 @@ def markdown(result: dict) -> list[str]:
             + f'. For scale only, not a single model: the average of the {s["seeds"]} seeds\' '
             f'predictions scores nMSE {sc["lstm_seed_average"]["nmse"]:.4f} (the spread '
             'between seeds is variance a larger training set or an ensemble would remove).']
+    if 'nominal' in sc:
+        f = sc['nominal']['fit']
+        lines += ['', 'The LSTM learns the residual over a nominal model: the packaged Baxter '
+                  'left-arm URDF (Rethink\'s kinematics) with its 70 body parameters and per '
+                  'joint viscous and Coulomb friction, a spring and an offset identified by '
+                  f'ridge-regularised least squares on the {f.get("samples", "?")} Training '
+                  'samples (invdyn_ros/core/identify.py; the Test runs are not used). Its fit '
+                  'on the Training runs: nMSE per joint '
+                  + ' / '.join(f'{v:.3f}' for v in f.get('nmse_per_joint', [])) + '.']
     lines += ['', 'Per test run, nMSE per joint (LSTM, first seed / GP / naive):', '']
     for r in result['per_test_run']:
         lstm = ' '.join(f'{v:.2f}' for v in r['lstm_nmse_per_joint'])

@@ -34,9 +34,10 @@ from invdyn_ros.core.training import OPTIMIZERS, TrainConfig
 #: The repository's hyperparameter file (what ``invdyn tune`` writes by default).
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / 'config' / 'paper_hparams.yaml'
 DATASETS = ('lwr', 'baxter')
-#: Data sets with a packaged nominal rigid-body model (the LWR 4+'s; none for Baxter): only
-#: these may learn a residual target.
-NOMINAL_DATASETS = ('lwr',)
+#: Data sets with a packaged nominal rigid-body model (the LWR 4+'s, used as it is; Baxter's
+#: left arm, its parameters identified on the training data): only these may learn a residual
+#: target.
+NOMINAL_DATASETS = ('lwr', 'baxter')
 #: Targets the paper experiments know (core.targets.TARGETS less residual_gravity, which the
 #: experiments do not use).
 HPARAM_TARGETS = ('full', 'residual_rbd')
@@ -96,14 +97,31 @@ class LstmHparams:
                            patience=patience, seed=seed, threads=threads, device='cpu',
                            loss=self.loss)
 
-    def nominal_model(self, joint_names: Sequence[str]):
-        """The nominal model a residual target learns over (the packaged LWR 4+ model for
-        ``joint_names``: the only data set with one, see :data:`NOMINAL_DATASETS`), or None
-        for the full torque."""
+    def nominal_model(self, joint_names: Sequence[str], dataset: str = 'lwr',
+                      train: Sequence = ()):
+        """The nominal model a residual target learns over, or None for the full torque.
+
+        ``lwr``: the packaged LWR 4+ model for ``joint_names`` as it is (the simulator's own
+        rigid body). ``baxter``: the packaged Baxter left-arm URDF's kinematics with its
+        parameters identified (:func:`invdyn_ros.core.identify.identify`) on ``train``
+        (trajectories; the training runs only), with this set's acceleration estimate.
+        """
         if self.target == 'full':
             return None
-        from invdyn_ros.core.nominal import lwr4plus_spec, NominalModel
-        return NominalModel(lwr4plus_spec(tuple(joint_names)))
+        from invdyn_ros.core.nominal import baxter_spec, lwr4plus_spec, NominalModel
+        if dataset == 'lwr':
+            return NominalModel(lwr4plus_spec(tuple(joint_names)))
+        if dataset != 'baxter':
+            raise HparamError(f'dataset {dataset!r} has no nominal model')
+        if not train:
+            raise HparamError('the Baxter nominal model is identified on training data; none '
+                              'given')
+        from invdyn_ros.core.accel import ensure_qdd
+        from invdyn_ros.core.identify import identify
+        accel = self.accel_config()
+        data = [(t.q, t.qd, t.qdd, t.tau) for t in (
+            ensure_qdd(tr.select(tuple(joint_names)), accel) for tr in train)]
+        return NominalModel(identify(baxter_spec(tuple(joint_names)), data))
 
     def accel_config(self) -> AccelConfig:
         return AccelConfig(jerk_psd=float(self.jerk_psd),
@@ -189,7 +207,8 @@ HEADER = """\
 # validation trajectories only (never the test runs); `search` records the space, the trials
 # and the validation score of the choice. Units: window, segment, burn_in [samples];
 # lr [1]; jerk_psd [(rad/s^3)^2 s]; qd_noise_std [rad/s]. target: what the network learns,
-# full (the torque) or residual_rbd (the torque minus the nominal model; lwr only).
+# full (the torque) or residual_rbd (the torque minus the nominal model: the LWR 4+'s as it
+# is, Baxter's with its parameters identified on the training runs).
 """
 
 

@@ -221,7 +221,7 @@ def _splits(dataset: str, settings: TuneSettings, baxter_root: Union[str, Path]
 
 
 def run_trial(hp: LstmHparams, splits, joints, rate_hz: float, settings: TuneSettings,
-              metric: str) -> dict:
+              metric: str, dataset: str = 'lwr') -> dict:
     """Train ``hp`` on each split with a validation pass per epoch; returns the score (mean
     over splits of the best validation ``metric``), the epochs (mean best epoch, rounded) and
     per-split figures."""
@@ -232,10 +232,11 @@ def run_trial(hp: LstmHparams, splits, joints, rate_hz: float, settings: TuneSet
         cfg = hp.train_config(seed=settings.seed + k, threads=THREADS,
                               patience=settings.patience, epochs=settings.max_epochs)
         try:
-            # A residual target's validation error is the torque's: the nominal term it
-            # subtracts is added back exactly.
+            # A residual target is scored on the torque (the nominal term added back); a
+            # nominal model identified from data (Baxter) sees the split's training runs only.
             res = train_lstm(train, hp.model_config(joints, rate_hz), cfg, hp.accel_config(),
-                             val_trajs=val, target=hp.target, nominal=hp.nominal_model(joints))
+                             val_trajs=val, target=hp.target,
+                             nominal=hp.nominal_model(joints, dataset, train))
         except FloatingPointError as e:
             return {'score': math.inf, 'epochs': 0, 'diverged': str(e),
                     'wall_s': time.perf_counter() - t0, 'splits': per_split}
@@ -275,7 +276,7 @@ def run_tune(dataset: str, out_dir: Union[str, Path], settings: TuneSettings = F
                             for _ in range(settings.trials - 1)]
     trials = []
     for i, hp in enumerate(candidates):
-        r = run_trial(hp, splits, joints, rate, settings, metric)
+        r = run_trial(hp, splits, joints, rate, settings, metric, dataset)
         trials.append({'trial': i, 'hparams': asdict(hp), **r})
         if verbose:
             print(f'[tune {dataset}] trial {i + 1}/{len(candidates)}: val {metric} '
