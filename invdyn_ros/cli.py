@@ -141,7 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     val = load_trajectories(args.val_data, args.joints, args.topic) if args.val_data else None
     names = tuple(args.joints or trajs[0].joint_names)
     rate = args.rate_hz or float(trajs[0].rate_hz)
-    spec, nominal = _nominal_from_args(args, names)
+    spec, nominal = _nominal_from_args(args, names, trajs)
     if args.model == 'gp':
         return _train_gp(args, trajs, names, rate, spec, nominal)
     try:
@@ -185,20 +185,30 @@ def _joint_values(option: str, items: Optional[list[str]]) -> dict[str, float]:
     return out
 
 
-def _nominal_from_args(args: argparse.Namespace, names: tuple):
-    """(spec, NominalModel) of a residual --target, or (None, None) for 'full'."""
+def _nominal_from_args(args: argparse.Namespace, names: tuple, trajs: Sequence = ()):
+    """(spec, NominalModel) of a residual --target, or (None, None) for 'full'; with
+    --identify, the spec's parameters fitted to ``trajs`` (the training data)."""
     hold = _joint_values('--hold', args.hold)
     armature = _joint_values('--armature', args.armature)
+    identify_params = getattr(args, 'identify', False)
     if args.target == 'full':
-        if args.urdf or hold or armature:
-            raise CliError('--urdf, --hold and --armature need a residual --target')
+        if args.urdf or hold or armature or identify_params:
+            raise CliError('--urdf, --hold, --armature and --identify need a residual --target')
         return None, None
     if not args.urdf:
         raise CliError(f'--target {args.target} needs --urdf PATH (or --urdf lwr4plus for the '
-                       'simulated LWR\'s nominal model)')
+                       'simulated LWR\'s nominal model, baxter_left for Baxter\'s left arm)')
     from invdyn_ros.core.nominal import NominalModel, spec_for
     try:
         spec = spec_for(args.urdf, names, held_q=hold, armature=armature)
+        if identify_params:
+            from invdyn_ros.core.accel import AccelConfig, ensure_qdd
+            from invdyn_ros.core.identify import identify
+            accel = AccelConfig(jerk_psd=args.jerk_psd).validate()
+            spec = identify(spec, [(t.q, t.qd, t.qdd, t.tau) for t in (
+                ensure_qdd(tr.select(names), accel) for tr in trajs)])
+            print('identified the nominal model on the training data: nMSE per joint '
+                  + ' / '.join(f'{v:.3f}' for v in spec.identified['fit']['nmse_per_joint']))
         return spec, NominalModel(spec)
     except ValueError as e:
         raise CliError(str(e)) from None
@@ -495,9 +505,14 @@ def build_parser() -> argparse.ArgumentParser:
                    'minus the nominal rigid-body model (residual_rbd; the predictor publishes '
                    'model + residual) or minus nominal gravity (residual_gravity; the predictor '
                    'publishes the residual only)')
-    t.add_argument('--urdf', help='residual targets: URDF of the nominal model, or lwr4plus '
-                   '(the packaged KUKA LWR 4+ URDF with the simulator\'s armature); stored in '
+    t.add_argument('--urdf', help='residual targets: URDF of the nominal model, lwr4plus '
+                   '(the packaged KUKA LWR 4+ URDF with the simulator\'s armature) or '
+                   'baxter_left (the packaged Baxter left arm; use with --identify); stored in '
                    'the checkpoint')
+    t.add_argument('--identify', action='store_true',
+                   help='residual targets: fit the nominal model\'s parameters (bodies, '
+                   'friction, springs, offsets) to the training data by least squares, the '
+                   'URDF giving the kinematics and the prior (see invdyn_ros/core/identify.py)')
     t.add_argument('--hold', nargs='+', metavar='JOINT=RAD',
                    help='residual targets: fixed positions of URDF joints the model does not '
                    'cover (default 0 rad; lwr4plus: the simulator\'s home pose)')
@@ -659,8 +674,9 @@ def build_parser() -> argparse.ArgumentParser:
     tn = sub.add_parser('tune', help='search the LSTM hyperparameters of the paper experiments',
                         description='Random search over layers, hidden size, BPTT window and '
                         'segment, batch, learning rate and optimizer, weight decay and the '
-                        'acceleration filter (and, for the LWR, whether the network learns '
-                        'the whole torque or the residual over the nominal model), epochs by '
+                        'acceleration filter, and whether the network learns the whole torque '
+                        'or the residual over the nominal model (the LWR\'s as it is, '
+                        'Baxter\'s identified on the training runs), epochs by '
                         'validation, on the loss of the data '
                         "set's metric; validation by trajectory (Baxter: folds of its Training "
                         'runs; LWR: '

@@ -199,3 +199,31 @@ def test_cli_trains_and_evaluates_a_residual_target(trained, tmp_path):
                        cwd=REPO, env=env, timeout=300)
     assert r.returncode == 2 and 'residual --target' in r.stderr
     torch.set_num_threads(1)
+
+
+def test_cli_identifies_the_nominal_model_on_the_training_data(trained, tmp_path):
+    """--identify fits the URDF model's parameters to the training data; the checkpoint
+    carries them, eval and the predictor's nominal term use them."""
+    out = tmp_path / 'id.npz'
+    data = str(trained['d'] / 'test.npz')
+    cmd = [sys.executable, '-m', 'invdyn_ros.cli']
+    r = subprocess.run(cmd + ['train', '--data', data, '--joints', ','.join(J), '--epochs', '1',
+                              '--hidden', '4', '--segment', '200', '--window', '50',
+                              '--val-fraction', '0', '--threads', '1', '--target',
+                              'residual_rbd', '--urdf', 'lwr4plus', '--identify', '--out',
+                              str(out)],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert 'identified the nominal model on the training data' in r.stdout
+    _, meta = load_checkpoint(out)
+    spec = spec_from_meta(meta)
+    assert spec.identified['fit']['samples'] == 600
+    assert not spec.same_model(trained['spec'])
+    r = subprocess.run(cmd + ['eval', '--model', str(out), '--data', data], capture_output=True,
+                       text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert 'nominal alone' in r.stdout
+    r = subprocess.run(cmd + ['train', '--data', data, '--identify', '--out',
+                              str(tmp_path / 'x.npz')], capture_output=True, text=True,
+                       cwd=REPO, timeout=300)
+    assert r.returncode == 2 and '--identify need a residual --target' in r.stderr

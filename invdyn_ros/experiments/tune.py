@@ -2,9 +2,10 @@
 
 A seeded random search over :data:`SPACE` (layers, hidden size, truncated-BPTT window and
 segment, batch, learning rate and optimiser, weight decay, and the acceleration filter whose
-estimate is an input) and, where the data set has a nominal rigid-body model (the LWR), over
-what the network learns (:data:`TARGETS`: the whole torque, or the residual over the nominal
-model, which is added back to every prediction, so both are scored on the torque), plus the
+estimate is an input) and, where the data set has a nominal rigid-body model (the LWR's, as it
+is; Baxter's, its parameters identified on each split's training runs), over what the network
+learns (:data:`TARGETS`: the whole torque, or the residual over the nominal model, which is
+added back to every prediction, so both are scored on the torque), plus the
 incumbent (the current file's choice, or the package defaults) as trial 0. Every trial
 trains on the loss of its data set's metric (:data:`LOSS`: plain MSE for the LWR, whose goals
 are in Nm^2; normalised for Baxter, whose goal is nMSE): how joints weigh follows from what
