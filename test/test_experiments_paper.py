@@ -58,7 +58,9 @@ def write_baxter_like(root: Path, runs: dict[str, int], n: int = 300, seed: int 
 @pytest.fixture(scope='module')
 def hp_file(tmp_path_factory):
     path = tmp_path_factory.mktemp('hp') / 'hp.yaml'
-    for name, hp in (('lwr', TINY_LWR_HP), ('baxter', TINY_HP)):
+    # Both learn the residual: the LWR's over its URDF, Baxter's over a model identified on
+    # the (toy) training runs.
+    for name, hp in (('lwr', TINY_LWR_HP), ('baxter', TINY_LWR_HP)):
         save_hparams(path, name, hp, {'method': 'test fixture, not a search'})
     return path
 
@@ -168,6 +170,17 @@ def test_baxter_part(quick_run):
         assert len(sc[m]['nmse_per_joint']) == 7 and np.isfinite(sc[m]['nmse'])
     assert part['goal']['measured'] == sc['lstm']['nmse']
     assert part['goal']['met'] == (sc['lstm']['nmse'] <= bx.GOAL_NMSE)
+    # The nominal model was identified on the two training runs only, and is scored alone.
+    assert sc['nominal']['fit']['samples'] == 600 and sc['nominal']['fit']['trajectories'] == 2
+    assert len(sc['nominal']['nmse_per_joint']) == 7 and np.isfinite(sc['nominal']['nmse'])
+    assert part['settings']['lstm']['target'] == 'residual_rbd'
+
+
+def test_baxter_report_shows_the_identified_model(quick_run):
+    out, _ = quick_run
+    text = (out / 'report.md').read_text()
+    assert 'identified rigid-body model alone' in text
+    assert 'LSTM (identified model + residual)' in text and 'Test runs are not used' in text
 
 
 def test_missing_baxter_data_is_reported_not_fatal(tmp_path, hp_file, monkeypatch):

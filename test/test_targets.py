@@ -227,3 +227,28 @@ def test_cli_identifies_the_nominal_model_on_the_training_data(trained, tmp_path
                               str(tmp_path / 'x.npz')], capture_output=True, text=True,
                        cwd=REPO, timeout=300)
     assert r.returncode == 2 and '--identify need a residual --target' in r.stderr
+
+
+def test_online_output_adds_an_identified_nominal_model(trained):
+    """The predictor's nominal term is the identified model's (friction, spring and offset
+    included) when the checkpoint's spec carries identified parameters."""
+    from invdyn_ros.core.identify import identify
+    tr = trained['test'].select(J)
+    accel = trained['accel']
+    sel = [x.select(J) for x in trained['train']]
+    spec = identify(trained['spec'], [(x.q, x.qd, estimate_accelerations(x, accel)[0], x.tau)
+                                      for x in sel])
+    ident = NominalModel(spec)
+    w, meta = load_lstm_weights(trained['paths']['residual_rbd'])
+    pred = OnlinePredictor(w, AccelConfig.from_dict(meta['accel_config']),
+                           target='residual_rbd', nominal=ident)
+    residual_only = OnlinePredictor(w, AccelConfig.from_dict(meta['accel_config']),
+                                    target='residual_gravity')
+    qdd, _ = estimate_accelerations(tr, AccelConfig.from_dict(meta['accel_config']))
+    t = tr.times()
+    for k in range(40):
+        a = pred.update(t[k], tr.q[k], tr.qd[k]).tau
+        b = residual_only.update(t[k], tr.q[k], tr.qd[k]).tau
+        want = b + ident.rnea(tr.q[k], tr.qd[k], qdd[k])
+        np.testing.assert_allclose(a, want, atol=1e-8)
+        assert not np.allclose(want, b + trained['nominal'].rnea(tr.q[k], tr.qd[k], qdd[k]))
