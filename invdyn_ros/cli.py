@@ -165,7 +165,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = save_checkpoint(args.out, result.model, meta)
     print(f'wrote {out}: target {args.target}, {result.train_samples} training samples, best '
           f'epoch {result.best_epoch}/{len(result.history)} ({result.stopped}), '
-          f'val MSE {meta["val_mse"]}, nMSE {meta["val_nmse"]} (of the target), '
+          f'val MSE {meta["val_mse"]}, nMSE {meta["val_nmse"]} (of the published torque), '
           f'{result.wall_s:.1f} s')
     return 0
 
@@ -195,6 +195,12 @@ def _nominal_from_args(args: argparse.Namespace, names: tuple, trajs: Sequence =
         if args.urdf or hold or armature or identify_params:
             raise CliError('--urdf, --hold, --armature and --identify need a residual --target')
         return None, None
+    if identify_params and not getattr(args, 'val_data', None) and getattr(
+            args, 'val_fraction', 0.0) > 0:
+        # The validation part is split off inside training: fitted on all of --data, the
+        # nominal model would have seen it, and the validation scores would flatter.
+        raise CliError('--identify fits the nominal model on --data: give the validation '
+                       'runs as --val-data, or --val-fraction 0')
     if not args.urdf:
         raise CliError(f'--target {args.target} needs --urdf PATH (or --urdf lwr4plus for the '
                        'simulated LWR\'s nominal model, baxter_left for Baxter\'s left arm)')

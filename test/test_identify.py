@@ -186,3 +186,38 @@ def test_baxter_residual_hyperparameters_identify_on_the_given_runs():
     m = hp.nominal_model(BAXTER, 'baxter', [tr])
     assert m.spec.identified['fit']['samples'] == 400
     assert LstmHparams().nominal_model(BAXTER, 'baxter') is None     # full torque: none
+
+
+def test_a_spec_with_a_payload_is_identified_once(identified):
+    """The payload is in the prior and in the fit; the returned spec (which NominalModel adds
+    the payload to again) still reproduces the data, and stores the body without it."""
+    from invdyn_ros.core.nominal import with_payload
+    spec, truth, _ = identified
+    loaded = with_payload(spec, [1.5, 0.0, 0.0, 0.15, 0.01, 0.0, 0.01, 0.0, 0.0, 0.01])
+    gen = NominalModel(replace(_truth(spec), payload=loaded.payload,
+                               payload_joint=loaded.payload_joint))
+    q, qd, qdd = _excitation(2000, 11)
+    ident = identify(loaded, [(q, qd, qdd, gen.terms('residual_rbd', q, qd, qdd))],
+                     ridge=1e-9)
+    q, qd, qdd = _excitation(300, 12)
+    want = gen.terms('residual_rbd', q, qd, qdd)
+    got = NominalModel(ident).terms('residual_rbd', q, qd, qdd)
+    assert np.all(((got - want) ** 2).mean(axis=0) / want.var(axis=0) < 1e-6)
+    # a negative identified body mass does not block a payload (the trainer's adapt: payload)
+    bodies = [list(b) for b in ident.identified['body_params']]
+    bodies[-1][0] = -abs(bodies[-1][0])
+    neg = replace(ident, identified={**ident.identified, 'body_params': bodies})
+    assert with_payload(neg, [0.3] + [0.0] * 9).payload[0] == 0.3
+
+
+def test_a_single_trajectory_split_keeps_the_nominal_term():
+    """Validation split off a single trajectory is scored on the published torque too."""
+    from invdyn_ros.core.training import Prepared, split_by_trajectory
+    rng = np.random.default_rng(0)
+    d = Prepared(rng.normal(size=(100, 3)), rng.normal(size=(100, 1)), 's',
+                 rng.normal(size=(100, 1)), 'residual_rbd')
+    train, val = split_by_trajectory([d], 0.2, rng)
+    assert val[0].target == 'residual_rbd' and len(val[0].base) == len(val[0].y) == 20
+    np.testing.assert_array_equal(train[0].base, d.base[:80])
+    pred, true = val[0].published(np.zeros((20, 1)))
+    np.testing.assert_array_equal(true, d.y[80:] + d.base[80:])

@@ -227,6 +227,12 @@ def test_cli_identifies_the_nominal_model_on_the_training_data(trained, tmp_path
                               str(tmp_path / 'x.npz')], capture_output=True, text=True,
                        cwd=REPO, timeout=300)
     assert r.returncode == 2 and '--identify need a residual --target' in r.stderr
+    # identified on all of --data, a validation split of it would flatter the scores
+    r = subprocess.run(cmd + ['train', '--data', data, '--target', 'residual_rbd', '--urdf',
+                              'lwr4plus', '--identify', '--val-fraction', '0.2', '--out',
+                              str(tmp_path / 'x.npz')], capture_output=True, text=True,
+                       cwd=REPO, timeout=300)
+    assert r.returncode == 2 and 'give the validation runs as --val-data' in r.stderr
 
 
 def test_online_output_adds_an_identified_nominal_model(trained):

@@ -157,10 +157,15 @@ def identify(spec: NominalSpec, data: Sequence[Arrays4],
     theta = prior + delta
     k0 = len(PAYLOAD_PARAMS) * nb
     bodies = theta[:k0].reshape(nb, len(PAYLOAD_PARAMS))
+    # A spec's payload was part of the prior and of the fit, and NominalModel adds it to the
+    # payload joint's body again: store that body without it.
+    stored = bodies.copy()
+    if base.payload:
+        stored[model._payload_id - 1] -= np.asarray(base.payload, dtype=np.float64)
     # Identified parameters need not be physically consistent (a spring or a cable shows as a
     # negative mass just as well); RNEA stays linear in them as long as no mass is zero.
     light = [model.model.names[i + 1] for i in range(nb)
-             if abs(bodies[i, 0]) < MIN_BODY_MASS_KG]
+             if abs(stored[i, 0]) < MIN_BODY_MASS_KG]
     if light:
         raise ValueError(f'identify: the bodies of {light} came out with a mass within '
                          f'{MIN_BODY_MASS_KG} kg of zero; use another ridge')
@@ -174,7 +179,7 @@ def identify(spec: NominalSpec, data: Sequence[Arrays4],
             err += ((pred - tau[sl]) ** 2).sum(axis=0)
     nmse = err / n / np.maximum(tau_all.var(axis=0), 1e-12)
     identified = {
-        'body_params': [[float(v) for v in row] for row in bodies],
+        'body_params': [[float(v) for v in row] for row in stored],
         **{name: [float(v) for v in terms[:, i]] for i, name in enumerate(JOINT_TERMS)},
         'coulomb_velocity': float(coulomb_velocity),
         'fit': {'samples': int(n), 'trajectories': len(arrays), 'ridge': float(ridge),

@@ -5,7 +5,10 @@ NominalSpec` (URDF text, joints by name, held joints, armature) and evaluates, f
 ``d`` joints:
 
 * :meth:`NominalModel.rnea`: ``M(q) qdd + C(q, qd) qd + g(q)`` [Nm] (Pinocchio ``rnea``);
-* :meth:`NominalModel.gravity`: ``g(q)`` [Nm] (``computeGeneralizedGravity``);
+  for a spec with identified parameters (:mod:`invdyn_ros.core.identify`), with the identified
+  body parameters, plus per joint viscous and Coulomb friction, a spring and an offset;
+* :meth:`NominalModel.gravity`: ``g(q)`` [Nm] (``computeGeneralizedGravity``), plus an
+  identified spec's spring and offset;
 * :meth:`NominalModel.payload_regressor`: ``Y(q, qd, qdd)`` (d, 10), the torque per unit of each
   dynamic parameter of the payload body (``computeJointTorqueRegressor``): the torque of a
   payload ``p`` is ``Y p``, which is how the trainer estimates a changed load online.
@@ -131,7 +134,9 @@ class NominalModel:
         if spec.payload:
             body = model.inertias[self._payload_id].toDynamicParameters() + np.asarray(
                 spec.payload, dtype=np.float64)
-            if body[0] < MIN_BODY_MASS_KG:
+            # An identified body may have any non-zero mass (see core/identify.py).
+            mass = abs(body[0]) if spec.identified else body[0]
+            if mass < MIN_BODY_MASS_KG:
                 raise ValueError(f'nominal model: payload mass {spec.payload[0]:g} kg leaves '
                                  f'the body of {self.payload_joint!r} at {body[0]:g} kg')
             model.inertias[self._payload_id] = pin.Inertia.FromDynamicParameters(body)

@@ -17,7 +17,7 @@ reported figures are in Nm^2 (the paper's eq. 3) and as normalised MSE (MSE / va
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 import logging
 import math
 import time
@@ -177,8 +177,13 @@ def split_by_trajectory(data: list[Prepared], val_fraction: float, rng: np.rando
         cut = int(len(d.x) * (1.0 - val_fraction))
         if cut < MIN_TRAJ_SAMPLES or len(d.x) - cut < MIN_TRAJ_SAMPLES:
             return data, []
-        return ([Prepared(d.x[:cut], d.y[:cut], d.source + '[train part]')],
-                [Prepared(d.x[cut:], d.y[cut:], d.source + '[val part]')])
+        # replace(): the parts keep the nominal term and target, so a residual's validation
+        # is scored on the published torque like a held-out trajectory's.
+        base = d.base
+        return ([replace(d, x=d.x[:cut], y=d.y[:cut], source=d.source + '[train part]',
+                         base=None if base is None else base[:cut])],
+                [replace(d, x=d.x[cut:], y=d.y[cut:], source=d.source + '[val part]',
+                         base=None if base is None else base[cut:])])
     order = rng.permutation(len(data))
     n_val = max(1, int(round(len(data) * val_fraction)))
     return [data[i] for i in order[n_val:]], [data[i] for i in order[:n_val]]
@@ -277,7 +282,8 @@ def train_lstm(trajs: Sequence[Trajectory], model_config: LstmConfig,
         progress: called after each epoch with that epoch's history entry.
         target: what the model learns (:data:`~invdyn_ros.core.targets.TARGETS`); a residual
             target learns the measured torque minus ``nominal``'s term. Validation scores are
-            of the target, whose error equals the error of the torque a predictor publishes.
+            of the torque a predictor publishes (:meth:`Prepared.published`): for
+            'residual_rbd' the nominal term is added back, so MSE and nMSE are the torque's.
         nominal: the nominal model of a residual target.
 
     Returns:
