@@ -208,11 +208,10 @@ def _nominal_from_args(args: argparse.Namespace, names: tuple, trajs: Sequence =
     try:
         spec = spec_for(args.urdf, names, held_q=hold, armature=armature)
         if identify_params:
-            from invdyn_ros.core.accel import AccelConfig, ensure_qdd
-            from invdyn_ros.core.identify import identify
-            accel = AccelConfig(jerk_psd=args.jerk_psd).validate()
-            spec = identify(spec, [(t.q, t.qd, t.qdd, t.tau) for t in (
-                ensure_qdd(tr.select(names), accel) for tr in trajs)])
+            from invdyn_ros.core.accel import AccelConfig
+            from invdyn_ros.core.identify import identify_trajectories
+            spec = identify_trajectories(spec, trajs,
+                                         AccelConfig(jerk_psd=args.jerk_psd).validate())
             print('identified the nominal model on the training data: nMSE per joint '
                   + ' / '.join(f'{v:.3f}' for v in spec.identified['fit']['nmse_per_joint']))
         return spec, NominalModel(spec)

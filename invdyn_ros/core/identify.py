@@ -31,10 +31,11 @@ import math
 from typing import Sequence
 
 import numpy as np
-import pinocchio as pin
 
+from invdyn_ros.core.accel import AccelConfig, ensure_qdd
 from invdyn_ros.core.nominal import MIN_BODY_MASS_KG, NominalModel
-from invdyn_ros.core.targets import NominalSpec, PAYLOAD_PARAMS
+from invdyn_ros.core.targets import IDENTIFIED_JOINT_TERMS, NominalSpec, PAYLOAD_PARAMS
+from invdyn_ros.core.trajectory import Trajectory
 
 #: Velocity scale of the smooth Coulomb term tanh(qd / v_c) [rad/s]: well below the speeds of
 #: a motion, above the velocity noise of a joint at rest.
@@ -45,7 +46,7 @@ DEFAULT_RIDGE = 1e-3
 #: Floor of a parameter's penalty scale, relative to the median column RMS.
 SCALE_FLOOR = 0.1
 #: Per-joint terms, in this order, after the body parameters.
-JOINT_TERMS = ('viscous', 'coulomb', 'stiffness', 'offset')
+JOINT_TERMS = IDENTIFIED_JOINT_TERMS
 #: Samples per chunk when accumulating the normal equations (bounds memory).
 CHUNK = 4096
 #: Fewest samples an identification accepts (several times the parameter count is needed).
@@ -59,15 +60,10 @@ def regressor(model: NominalModel, q: np.ndarray, qd: np.ndarray, qdd: np.ndarra
     :data:`JOINT_TERMS`), for q [rad], qd [rad/s], qdd [rad/s^2], each (T, d). The spec's
     armature is not a parameter: its torque ``armature * qdd`` comes on top."""
     n, d = q.shape
-    nb = model.model.njoints - 1
-    out = np.zeros((n, d, len(PAYLOAD_PARAMS) * nb + len(JOINT_TERMS) * d))
-    qf, vf, af = model._q.copy(), np.zeros(model.model.nv), np.zeros(model.model.nv)
-    iq, iv = model._iq, model._iv
-    k0 = len(PAYLOAD_PARAMS) * nb
+    k0 = len(PAYLOAD_PARAMS) * (model.model.njoints - 1)
+    out = np.zeros((n, d, k0 + len(JOINT_TERMS) * d))
     for t in range(n):
-        qf[iq], vf[iv], af[iv] = q[t], qd[t], qdd[t]
-        out[t, :, :k0] = pin.computeJointTorqueRegressor(model.model, model.data, qf, vf,
-                                                         af)[iv]
+        out[t, :, :k0] = model.body_regressor(q[t], qd[t], qdd[t])
     rows = np.arange(d)
     cols = k0 + len(JOINT_TERMS) * rows
     out[:, rows, cols] = qd
@@ -135,22 +131,24 @@ def identify(spec: NominalSpec, data: Sequence[Arrays4],
         [model.model.inertias[i].toDynamicParameters() for i in range(1, nb + 1)]
         + [np.zeros(len(JOINT_TERMS) * d)])
     p = len(prior)
-    ata, atb, sq = np.zeros((p, p)), np.zeros(p), np.zeros(p)
+    # Normal equations per joint (one regressor pass: the fit's residual per joint follows
+    # from them too), in normalised units, for the deviation from the prior: b = tau - Y prior.
+    ata_j, atb_j, btb_j = np.zeros((d, p, p)), np.zeros((d, p)), np.zeros(d)
     for q, qd, qdd, tau in arrays:
         for s in range(0, len(q), CHUNK):
             sl = slice(s, s + CHUNK)
-            a = (regressor(model, q[sl], qd[sl], qdd[sl], coulomb_velocity)
-                 / sd[None, :, None]).reshape(-1, p)
-            # Fit the deviation from the prior: b = tau - Y prior.
-            b = ((tau[sl] / sd) - (a.reshape(-1, d, p) @ prior)).reshape(-1)
-            ata += a.T @ a
-            atb += a.T @ b
-            sq += np.einsum('ij,ij->j', a, a)
+            a = regressor(model, q[sl], qd[sl], qdd[sl], coulomb_velocity) / sd[None, :, None]
+            b = tau[sl] / sd - a @ prior
+            a_j = a.transpose(1, 0, 2)                          # (d, chunk, p)
+            ata_j += a_j.transpose(0, 2, 1) @ a_j
+            atb_j += np.einsum('jcp,cj->jp', a_j, b)
+            btb_j += (b ** 2).sum(axis=0)
+    ata, atb = ata_j.sum(axis=0), atb_j.sum(axis=0)
     rows = n * d
     # The penalty of each parameter scales with its column's RMS (so ``ridge`` is scale-free),
     # floored at a fraction of the median: a parameter the data barely excite (e.g. a body's
     # first moment along its own joint axis) must stay at its prior, not drift to 1e7.
-    scale = np.sqrt(sq / rows)
+    scale = np.sqrt(np.diag(ata) / rows)
     scale = np.maximum(scale, SCALE_FLOOR * np.median(scale[scale > 0]))
     reg = ridge * rows * np.diag(scale ** 2)
     delta = np.linalg.solve(ata + reg, atb)
@@ -170,14 +168,10 @@ def identify(spec: NominalSpec, data: Sequence[Arrays4],
         raise ValueError(f'identify: the bodies of {light} came out with a mass within '
                          f'{MIN_BODY_MASS_KG} kg of zero; use another ridge')
     terms = theta[k0:].reshape(d, len(JOINT_TERMS))
-    # Fit figures on the identification data (normalised MSE per joint), for the record.
-    err = np.zeros(d)
-    for q, qd, qdd, tau in arrays:
-        for s in range(0, len(q), CHUNK):
-            sl = slice(s, s + CHUNK)
-            pred = regressor(model, q[sl], qd[sl], qdd[sl], coulomb_velocity) @ theta
-            err += ((pred - tau[sl]) ** 2).sum(axis=0)
-    nmse = err / n / np.maximum(tau_all.var(axis=0), 1e-12)
+    # Fit figures on the identification data (normalised MSE per joint), for the record:
+    # |a delta - b|^2 per joint from its normal equations, back in Nm^2 (>= 0 up to rounding).
+    err = np.einsum('p,jpq,q->j', delta, ata_j, delta) - 2 * atb_j @ delta + btb_j
+    nmse = np.maximum(err, 0.0) * sd ** 2 / n / np.maximum(tau_all.var(axis=0), 1e-12)
     identified = {
         'body_params': [[float(v) for v in row] for row in stored],
         **{name: [float(v) for v in terms[:, i]] for i, name in enumerate(JOINT_TERMS)},
@@ -188,3 +182,12 @@ def identify(spec: NominalSpec, data: Sequence[Arrays4],
     out = replace(base, identified=identified).validate()
     NominalModel(out)       # builds: every body is usable
     return out
+
+
+def identify_trajectories(spec: NominalSpec, trajs: Sequence[Trajectory],
+                          accel: AccelConfig, **kw) -> NominalSpec:
+    """:func:`identify` on trajectories: the spec's joints selected by name, qdd the causal
+    estimate of ``accel`` (as the model will see it); ``kw`` as :func:`identify`'s."""
+    names = spec.joint_names
+    return identify(spec, [(t.q, t.qd, t.qdd, t.tau) for t in (
+        ensure_qdd(tr.select(names), accel) for tr in trajs)], **kw)

@@ -38,8 +38,8 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import pinocchio as pin
 
-from invdyn_ros.core.targets import (check_target, NominalSpec, PAYLOAD_PARAMS,
-                                     RESIDUAL_TARGETS)
+from invdyn_ros.core.targets import (check_target, IDENTIFIED_JOINT_TERMS, NominalSpec,
+                                     PAYLOAD_PARAMS, RESIDUAL_TARGETS)
 
 #: A payload that leaves its body lighter than this is refused [kg]: the body's centre of mass
 #: (first moment / mass) would be meaningless.
@@ -123,7 +123,7 @@ class NominalModel:
         zeros = [0.0] * len(spec.joint_names)
         self._fv, self._fc, self._k, self._o = (
             np.asarray(ident.get(key, zeros), dtype=np.float64)
-            for key in ('viscous', 'coulomb', 'stiffness', 'offset'))
+            for key in IDENTIFIED_JOINT_TERMS)
         self._vc = float(ident.get('coulomb_velocity', 1.0))
         self._extra = bool(ident)
         self.payload_joint = spec.payload_joint or names[-1]
@@ -180,12 +180,18 @@ class NominalModel:
         """(d, 10): torque [Nm] of the model's joints per unit of each dynamic parameter
         (:data:`~invdyn_ros.core.targets.PAYLOAD_PARAMS`) of the payload joint's body, for q
         [rad], qd [rad/s], qdd [rad/s^2], each (d,)."""
+        k = len(PAYLOAD_PARAMS) * (self._payload_id - 1)
+        return self.body_regressor(q, qd, qdd)[:, k:k + len(PAYLOAD_PARAMS)]
+
+    def body_regressor(self, q: np.ndarray, qd: np.ndarray, qdd: np.ndarray) -> np.ndarray:
+        """(d, 10 n_b): torque [Nm] of the model's joints per unit of each dynamic parameter
+        of each of the URDF's ``n_b`` movable-joint bodies (Pinocchio's joint order), for q
+        [rad], qd [rad/s], qdd [rad/s^2], each (d,); the held joints at their positions."""
         self._q[self._iq] = q
         self._v[self._iv] = qd
         self._a[self._iv] = qdd
         y = pin.computeJointTorqueRegressor(self.model, self.data, self._q, self._v, self._a)
-        k = len(PAYLOAD_PARAMS) * (self._payload_id - 1)
-        return y[self._iv, k:k + len(PAYLOAD_PARAMS)]
+        return y[self._iv]
 
     def body_mass(self) -> float:
         """Mass of the payload joint's body, payload included [kg]."""

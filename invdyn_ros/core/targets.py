@@ -37,11 +37,14 @@ SPEC_KEYS = frozenset({'urdf_text', 'urdf_sha256', 'source', 'joint_names', 'urd
 PAYLOAD_KEYS = frozenset({'payload', 'payload_joint'})
 #: Key an identified spec adds (written only then).
 IDENTIFIED_KEYS = frozenset({'identified'})
+#: Per-joint terms of an identified model, in this order [Nm s/rad, Nm, Nm/rad, Nm]: viscous
+#: friction, Coulomb friction (times tanh(qd / v_c)), spring, offset.
+IDENTIFIED_JOINT_TERMS = ('viscous', 'coulomb', 'stiffness', 'offset')
 #: Fields of ``NominalSpec.identified`` (see :mod:`invdyn_ros.core.identify`): the body
 #: parameters replacing the URDF's (10 per movable URDF joint's body, Pinocchio's joint
-#: order), the per-joint terms [Nm s/rad, Nm, Nm/rad, Nm], v_c [rad/s] and the fit's record.
-IDENTIFIED_FIELDS = frozenset({'body_params', 'viscous', 'coulomb', 'stiffness', 'offset',
-                               'coulomb_velocity', 'fit'})
+#: order), the per-joint terms, v_c [rad/s] and the fit's record.
+IDENTIFIED_FIELDS = frozenset({'body_params', *IDENTIFIED_JOINT_TERMS, 'coulomb_velocity',
+                               'fit'})
 #: Dynamic parameters of one rigid body, in Pinocchio's order: mass [kg], first moment m*c
 #: [kg m] (x, y, z), inertia about the joint frame's origin [kg m^2] (xx, xy, yy, xz, yz, zz).
 PAYLOAD_PARAMS = ('m', 'mcx', 'mcy', 'mcz', 'Ixx', 'Ixy', 'Iyy', 'Ixz', 'Iyz', 'Izz')
@@ -252,7 +255,7 @@ def _check_identified(ident: Any, dof: int) -> None:
             and all(_finite(v) for v in b) for b in bodies)):
         raise ValueError(f'nominal model: identified.body_params must be lists of '
                          f'{len(PAYLOAD_PARAMS)} finite numbers {list(PAYLOAD_PARAMS)}')
-    for key in ('viscous', 'coulomb', 'stiffness', 'offset'):
+    for key in IDENTIFIED_JOINT_TERMS:
         v = ident[key]
         if not isinstance(v, (list, tuple)) or len(v) != dof or not all(map(_finite, v)):
             raise ValueError(f'nominal model: identified.{key} must be {dof} finite numbers')

@@ -116,12 +116,9 @@ class LstmHparams:
         if not train:
             raise HparamError('the Baxter nominal model is identified on training data; none '
                               'given')
-        from invdyn_ros.core.accel import ensure_qdd
-        from invdyn_ros.core.identify import identify
-        accel = self.accel_config()
-        data = [(t.q, t.qd, t.qdd, t.tau) for t in (
-            ensure_qdd(tr.select(tuple(joint_names)), accel) for tr in train)]
-        return NominalModel(identify(baxter_spec(tuple(joint_names)), data))
+        from invdyn_ros.core.identify import identify_trajectories
+        return NominalModel(identify_trajectories(baxter_spec(tuple(joint_names)), train,
+                                                  self.accel_config()))
 
     def accel_config(self) -> AccelConfig:
         return AccelConfig(jerk_psd=float(self.jerk_psd),

@@ -342,9 +342,10 @@ def run_lwr(hp: LstmHparams, sizes: LwrSizes, verbose: bool = True) -> dict:
 
 
 def with_base(preds: Sequence[np.ndarray], data: Sequence[Prepared]) -> list[np.ndarray]:
-    """Torque predictions (T, d) [Nm] from a model's outputs on ``data``: a residual
-    target's nominal term (``Prepared.base``) added back; the full torque as it is."""
-    return [p if d.base is None else p + d.base for p, d in zip(preds, data)]
+    """Torque predictions (T, d) [Nm] from a model's outputs on ``data``
+    (:meth:`Prepared.published`): a 'residual_rbd' target's nominal term added back; the
+    full torque as it is."""
+    return [d.published(p)[0] for p, d in zip(preds, data)]
 
 
 def accel_floor(runs: Sequence[Trajectory], prepared: Sequence[Prepared]) -> dict:
