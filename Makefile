@@ -20,7 +20,7 @@ DEMO_OUT ?= demo_out
 setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt setup.py setup.cfg package.xml \
-		invdyn_ros/core/_fastpath.pyx
+		invdyn_ros/core/_fastpath.pyx invdyn_ros/core/_lstm_kernel.pyx
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned: an unpinned torch from another package pulls a CUDA build.

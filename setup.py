@@ -7,24 +7,38 @@ from setuptools import Extension, find_packages, setup
 
 PACKAGE = 'invdyn'
 
-# The predictor's per-sample kernel (invdyn_ros/core/_fastpath.pyx), compiled with Cython. It
-# is optional: without Cython or a C compiler the package installs and the predictor runs its
-# numpy path (invdyn_ros.core.compiled.AVAILABLE says which). No fast-math: the acceleration
-# filter must keep the numpy path's order of operations; -fopenmp-simd only honours the
-# kernel's `#pragma omp simd` on the gate sums (no OpenMP runtime).
+# Two optional C kernels, compiled with Cython. Without Cython or a C compiler the package
+# installs and runs its pure Python paths (invdyn_ros.core.compiled.AVAILABLE and
+# invdyn_ros.core.fused_lstm.AVAILABLE say which).
+# - _fastpath: the predictor's per-sample kernel. No fast-math: the acceleration filter must
+#   keep the numpy path's order of operations; -fopenmp-simd only honours the kernel's
+#   `#pragma omp simd` on the gate sums (no OpenMP runtime).
+# - _lstm_kernel: the LSTM recurrence of offline training (float32, BLAS from scipy).
+#   -fno-trapping-math lets its saturating tanh vectorise (no result changes: the clamps are
+#   selects that let NaN through).
 KERNEL_FLAGS = ['-O3', '-fno-math-errno', '-fopenmp-simd']
+KERNELS = {
+    'invdyn_ros.core._fastpath': ('invdyn_ros/core/_fastpath.pyx', KERNEL_FLAGS),
+    'invdyn_ros.core._lstm_kernel': ('invdyn_ros/core/_lstm_kernel.pyx',
+                                     KERNEL_FLAGS + ['-fno-trapping-math']),
+}
 
 
 def extensions() -> list:
     try:
         from Cython.Build import cythonize
     except ImportError:
-        print('invdyn: Cython not found, the compiled predictor kernel is not built '
-              '(the predictor runs its numpy path)')
+        print('invdyn: Cython not found, the compiled kernels are not built '
+              '(the package runs its pure Python paths)')
         return []
-    ext = Extension('invdyn_ros.core._fastpath', ['invdyn_ros/core/_fastpath.pyx'],
-                    extra_compile_args=KERNEL_FLAGS, optional=True)
-    return cythonize([ext], language_level=3, quiet=True)
+    out = []
+    for name, (source, flags) in KERNELS.items():
+        try:   # each on its own: the training kernel needs scipy's BLAS declarations
+            out += cythonize([Extension(name, [source], extra_compile_args=flags,
+                                        optional=True)], language_level=3, quiet=True)
+        except Exception as exc:   # noqa: B902 (Cython raises several kinds)
+            print(f'invdyn: {name} not built ({exc}); its pure Python path runs')
+    return out
 
 
 setup(

@@ -33,7 +33,7 @@ def test_colcon_build_installs_scripts_launch_and_config(tmp_path):
     # A copy, not a link: colcon writes build products beside setup.py otherwise.
     shutil.copytree(REPO, ws / 'src' / 'invdyn', ignore=shutil.ignore_patterns(
         '.venv', '.git', 'build', 'install', 'log', '*.egg-info', '__pycache__', 'demo_out',
-        '*.so', '_fastpath.c'))
+        '*.so', '_fastpath.c', '_lstm_kernel.c'))
     r = subprocess.run([colcon, 'build', '--packages-select', 'invdyn'], cwd=ws,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -46,8 +46,9 @@ def test_colcon_build_installs_scripts_launch_and_config(tmp_path):
         assert (share / 'config' / f'{cfg}.yaml').is_file()
     assert (share / 'package.xml').is_file()
     assert list((share / 'models').glob('*.npz')), 'the default model is installed'
-    # colcon builds the predictor's compiled kernel as well (Cython is in the environment).
-    assert list(inst.rglob('_fastpath*.so')), 'the compiled kernel is built and installed'
+    # colcon builds the compiled kernels as well (Cython is in the environment).
+    for kernel in ('_fastpath', '_lstm_kernel'):
+        assert list(inst.rglob(f'{kernel}*.so')), f'{kernel} is built and installed'
 
 
 @pytest.mark.parametrize('sub', SUBCOMMANDS, ids=lambda s: ' '.join(s))

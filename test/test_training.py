@@ -7,8 +7,10 @@ import torch
 from invdyn_ros.core.accel import AccelConfig
 from invdyn_ros.core.lstm import LstmConfig
 from invdyn_ros.core.online import OnlinePredictor, Rejection, run_online
-from invdyn_ros.core.training import (clip_grad_norm, TrainConfig, evaluate_sequences,
-                                      predict_sequence, prepare, train_lstm)
+from invdyn_ros.core import fused_lstm
+from invdyn_ros.core.training import (clip_grad_norm, evaluate_sequences, FlatAdagrad,
+                                      flatten_parameters, predict_sequence, prepare,
+                                      TrainConfig, train_lstm)
 from invdyn_ros.core.trajectory import Trajectory
 
 NAMES = ('j1', 'j2')
@@ -140,7 +142,7 @@ def test_mse_loss_weighs_joints_by_their_torque():
 @pytest.mark.parametrize('field,value', [('epochs', 0), ('optimizer', 'sgd'), ('lr', -1.0),
                                          ('burn_in', 1000), ('val_fraction', 1.0),
                                          ('weight_decay', -1.0), ('weight_decay', float('nan')),
-                                         ('loss', 'huber')])
+                                         ('loss', 'huber'), ('kernel', 'cuda')])
 def test_train_config_validation(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value}).validate()
@@ -157,3 +159,68 @@ def test_weight_decay_shrinks_the_weights(optimizer):
         model = train_lstm(trajs, mcfg, cfg).model
         norms.append(sum(float((p.detach() ** 2).sum()) for p in model.parameters()))
     assert norms[1] < norms[0]
+
+
+def test_clip_refuses_a_non_finite_gradient():
+    p = torch.zeros(3, requires_grad=True)
+    p.grad = torch.tensor([1.0, float('inf'), 0.0])
+    with pytest.raises(FloatingPointError, match='gradient norm'):
+        clip_grad_norm([p], 1.0)
+
+
+@pytest.mark.parametrize('weight_decay', [0.0, 0.003])
+def test_flat_adagrad_is_torchs(weight_decay):
+    """FlatAdagrad on a flattened model takes the steps torch.optim.Adagrad takes on the
+    model's own parameters, and the gradients accumulate in place into the flat buffer."""
+    torch.manual_seed(0)
+    models = [torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
+              for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    flat = flatten_parameters(models[0])
+    ours = FlatAdagrad(flat, lr=0.1, weight_decay=weight_decay)
+    ref = torch.optim.Adagrad(models[1].parameters(), lr=0.1, weight_decay=weight_decay)
+    for step in range(20):
+        x = torch.randn(16, 3)
+        flat.grad.zero_()
+        models[0](x).square().sum().backward()
+        assert models[0][0].weight.grad.data_ptr() == flat.grad.data_ptr()   # in place
+        ours.step()
+        ref.zero_grad()
+        models[1](x).square().sum().backward()
+        ref.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():   # the flat buffer is the model's weights
+        assert float((flat - torch.cat([p.reshape(-1) for p in models[1].parameters()]))
+                     .abs().max()) < 1e-5
+
+
+def test_compiled_and_torch_kernels_train_the_same_model():
+    """The compiled LSTM kernel and nn.LSTM train the same model from the same seed, to
+    float32 rounding accumulated over the run (two layers: the kernel's dx path counts)."""
+    if not fused_lstm.AVAILABLE:
+        pytest.skip('the compiled LSTM kernel was not built')
+    trajs = [_toy(s, n=600) for s in range(3)]
+    mcfg = LstmConfig(joint_names=NAMES, rate_hz=200.0, hidden_size=8, num_layers=2)
+    test = prepare([_toy(100, n=600)], NAMES)
+    res = {}
+    for kernel in ('torch', 'compiled'):
+        cfg = TrainConfig(epochs=3, batch=4, window=20, segment=100, threads=1, seed=7,
+                          kernel=kernel)
+        r = train_lstm(trajs, mcfg, cfg)
+        res[kernel] = (r, predict_sequence(r.model, test[0].x))
+        assert all(p.grad is None for p in r.model.parameters())
+    (a, pa), (b, pb) = res['torch'], res['compiled']
+    for ha, hb in zip(a.history, b.history):
+        assert abs(ha['train_loss'] - hb['train_loss']) <= 1e-4 * ha['train_loss']
+    np.testing.assert_allclose(pb, pa, atol=1e-3 * float(np.abs(pa).max()), rtol=0)
+
+
+def test_kernel_choice_where_the_compiled_kernel_cannot_run(monkeypatch):
+    monkeypatch.setattr(fused_lstm, 'AVAILABLE', False)
+    trajs = [_toy(s, n=300) for s in range(2)]
+    mcfg = LstmConfig(joint_names=NAMES, rate_hz=200.0, hidden_size=4)
+    base = dict(epochs=1, batch=2, window=20, segment=100, threads=1, val_fraction=0.0)
+    with pytest.raises(ValueError, match='kernel compiled requested, but .*not built'):
+        train_lstm(trajs, mcfg, TrainConfig(**base, kernel='compiled'))
+    assert np.isfinite(train_lstm(trajs, mcfg, TrainConfig(**base)).history[0]['train_loss'])

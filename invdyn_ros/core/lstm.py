@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from invdyn_ros.core.fused_lstm import fused_lstm
 from invdyn_ros.core.lstm_numpy import (  # noqa: F401 (re-exported: the model's interface)
     as_lstm_weights, check_joint_names, DEFAULT_HIDDEN_SIZE, DEFAULT_INPUT_KIND,
     DEFAULT_NUM_LAYERS, INPUT_KINDS, lstm_weight_shapes, LstmConfig, LstmWeights, ModelInterface,
@@ -110,8 +111,8 @@ class LstmInverseDynamics(nn.Module):
         yn, state = self.forward_normalised((x - self.x_mean) / self.x_std, state)
         return yn * self.y_std + self.y_mean, state
 
-    def forward_normalised(self, xn: torch.Tensor, state: Optional[TorchState] = None
-                           ) -> tuple[torch.Tensor, TorchState]:
+    def forward_normalised(self, xn: torch.Tensor, state: Optional[TorchState] = None,
+                           compiled: bool = False) -> tuple[torch.Tensor, TorchState]:
         """The network without its normalisation: ``forward`` in normalised units.
 
         Training normalises its data once and calls this, which saves four element-wise
@@ -120,12 +121,18 @@ class LstmInverseDynamics(nn.Module):
         Args:
             xn: normalised inputs (B, T, input_dim), ``(x - x_mean) / x_std``.
             state: (h, c), each (num_layers, B, hidden_size); None for a fresh (zero) state.
+            compiled: run the recurrence through the compiled training kernel
+                (:func:`~invdyn_ros.core.fused_lstm.fused_lstm`; the caller checks
+                :func:`~invdyn_ros.core.fused_lstm.supports`) instead of ``nn.LSTM``.
 
         Returns:
             normalised torques (B, T, d), ``(tau - y_mean) / y_std``, and the state after the
             last sample.
         """
-        out, (h, c) = self.lstm(xn, state)
+        if compiled:
+            out, (h, c) = fused_lstm(self.lstm, xn, state)
+        else:
+            out, (h, c) = self.lstm(xn, state)
         return self.head(out), (h, c)
 
     def step(self, x: torch.Tensor, state: Optional[TorchState] = None
