@@ -80,6 +80,8 @@ RSS_GOAL_MB = 150.0
 RSS_GROWTH_TOLERANCE_MB = 1.0
 #: One online-trainer update on a 128-sample batch [ms].
 ONLINE_UPDATE_GOAL_MS = 10.0
+#: Interleaved rounds of the compiled-kernel / nn.LSTM training comparison.
+KERNEL_AB_ROUNDS = 3
 
 # --- the paper's figures (Rueckert et al. 2017), the only numbers not measured here ---------
 PAPER_CORES = 8
@@ -1316,6 +1318,7 @@ def bench_train(opts: BenchOptions, s: Settings, data: SimData, model_path: Path
             fig['paper_s'] = PAPER_LSTM_TRAIN_S[n]
             fig['ratio_to_paper'] = res.wall_s / PAPER_LSTM_TRAIN_S[n]
         lstm.append(fig)
+    kernels = _kernel_ab(tcfg, mcfg, accel, part)
     # Reference: the benchmarked (e.g. shipped, fully trained) model on the same test run.
     ref_model, _ = load_checkpoint(model_path, expect_kind='lstm', joint_names=JOINTS)
     ref = evaluate_sequences(ref_model, test)
@@ -1324,11 +1327,32 @@ def bench_train(opts: BenchOptions, s: Settings, data: SimData, model_path: Path
     gp_fit = _gp_fits(opts, s, data, cache)
     result = {'epochs': s.epochs, 'torch_threads': opts.threads,
               'test_samples': int(sum(len(d.x) for d in test)), 'lstm': lstm,
+              'kernels': kernels,
               'reference_model': {'source': str(model_path), 'test_mse': ref['mse'],
                                   'test_nmse': ref['nmse']},
               'gp_fit': gp_fit, 'online_update': online}
     _print_train(result, report)
     return result
+
+
+def _kernel_ab(tcfg, mcfg, accel, part, rounds: int = KERNEL_AB_ROUNDS) -> dict:
+    """Training time of the same model on the largest size with the compiled LSTM kernel and
+    with ``nn.LSTM``, the two interleaved ``rounds`` times (so a slow stretch of the machine
+    lands on both): medians and their ratio [s]."""
+    from invdyn_ros.core import fused_lstm
+    from invdyn_ros.core.training import train_lstm
+    if not fused_lstm.AVAILABLE:
+        return {'skipped': 'the compiled LSTM kernel was not built'}
+    times: dict[str, list[float]] = {'compiled': [], 'torch': []}
+    for _ in range(rounds):
+        for kernel in times:
+            res = train_lstm([part], mcfg, replace(tcfg, kernel=kernel), accel,
+                             prefer_recorded_qdd=True)
+            times[kernel].append(res.wall_s)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    return {'n': int(len(part)), 'rounds': rounds, 'compiled_s': times['compiled'],
+            'torch_s': times['torch'], 'compiled_median_s': med['compiled'],
+            'torch_median_s': med['torch'], 'ratio': med['compiled'] / med['torch']}
 
 
 def _bench_online_update(s: Settings, data: SimData, model_path: Path, accel) -> dict:
@@ -1372,6 +1396,13 @@ def _print_train(r: dict, report: Report) -> None:
                        f'{f["paper_s"]:g} / {f["ratio_to_paper"]:.3f}')
         report.row(f'LSTM test MSE [Nm^2] / nMSE, {f["n"]} samples',
                    f'{f["test_mse"]:.4g} / {f["test_nmse"]:.4f}')
+    k = r['kernels']
+    if 'skipped' in k:
+        report.note(f'LSTM kernel comparison skipped: {k["skipped"]}')
+    else:
+        report.row(f'LSTM train time, {k["n"]} samples, compiled kernel / nn.LSTM [s]',
+                   f'{k["compiled_median_s"]:.2f} / {k["torch_median_s"]:.2f} '
+                   f'(ratio {k["ratio"]:.2f}; medians of {k["rounds"]} interleaved)')
     ref = r['reference_model']
     report.row(f'reference: {Path(ref["source"]).name} test MSE / nMSE',
                f'{ref["test_mse"]:.4g} / {ref["test_nmse"]:.4f}')

@@ -123,6 +123,10 @@ def test_train_and_gp_figures(quick_run):
                        f'train.lstm[{f["n"]}]')
     assert 'ratio_to_paper' in tr['lstm'][0]       # the paper has 1000 samples
     _check_numbers(tr['reference_model'], ('test_mse', 'test_nmse'), 'train.reference_model')
+    k = tr['kernels']   # the compiled LSTM kernel against nn.LSTM, interleaved
+    assert k['n'] == QUICK_TRAIN_SIZES[-1]
+    _check_numbers(k, ('compiled_median_s', 'torch_median_s', 'ratio'), 'train.kernels')
+    assert len(k['compiled_s']) == len(k['torch_s']) == k['rounds']
     assert [f['n'] for f in tr['gp_fit']] == QUICK_GP_SIZES
     for f in tr['gp_fit']:
         _check_numbers(f, ('fit_s', 'evals', 's_per_eval'), f'train.gp_fit[{f["n"]}]')
