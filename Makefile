@@ -1,6 +1,6 @@
 # invdyn: `make demo` runs the main job, `make test` the whole suite. Both set up .venv first.
-# Set-up is idempotent: it reinstalls only when a requirements file, setup.py or the compiled
-# kernel's source (invdyn_ros/core/_fastpath.pyx) changed.
+# Set-up is idempotent: it reinstalls only when a requirements file, setup.py or a compiled
+# kernel's source (invdyn_ros/core/_fastpath.pyx, _lstm_kernel.pyx) changed.
 
 PYTHON ?= python3
 VENV := .venv

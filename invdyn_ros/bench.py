@@ -1341,7 +1341,7 @@ def _kernel_ab(tcfg, mcfg, accel, part, rounds: int = KERNEL_AB_ROUNDS) -> dict:
     lands on both): medians and their ratio [s]."""
     from invdyn_ros.core import fused_lstm
     from invdyn_ros.core.training import train_lstm
-    if not fused_lstm.AVAILABLE:
+    if not fused_lstm.available():
         return {'skipped': 'the compiled LSTM kernel was not built'}
     times: dict[str, list[float]] = {'compiled': [], 'torch': []}
     for _ in range(rounds):

@@ -11,13 +11,13 @@ import torch
 from invdyn_ros.core import fused_lstm as fl
 
 pytestmark = pytest.mark.skipif(
-    not fl.AVAILABLE, reason='invdyn_ros.core._lstm_kernel was not built (no Cython, C compiler '
+    not fl.available(), reason='invdyn_ros.core._lstm_kernel was not built (no Cython, C compiler '
     'or scipy at install time); test_kernel_is_built says so where it should be')
 
 
 def test_kernel_is_built():
     pytest.importorskip('Cython', reason='Cython is not installed: the kernel cannot be built')
-    assert fl.AVAILABLE
+    assert fl.available()
 
 
 def _run(fn, lstm, x, state):
@@ -78,11 +78,29 @@ def test_supports_says_why_not():
 
 
 def test_kernel_tanh_and_nan():
-    from invdyn_ros.core import _lstm_kernel as k
+    k = fl.kernel()
     xs = np.linspace(-20.0, 20.0, 4001)
     err = max(abs(k.tanh_fast(float(v)) - math.tanh(float(np.float32(v)))) for v in xs)
     assert err < 1e-6, err
     assert math.isnan(k.tanh_fast(float('nan')))
+    # The vectorised gate loop (the build the CPU runs, e.g. AVX2): one step from the zero
+    # state with zero recurrent weights gives the activations of the pre-activations themselves.
+    n_h = 1001
+    pre = np.linspace(-20.0, 20.0, 4 * n_h).astype(np.float32)[None, None, :]
+    g = pre.copy()
+    h = np.zeros((2, 1, n_h), np.float32)
+    c = np.zeros((2, 1, n_h), np.float32)
+    tc = np.zeros((1, 1, n_h), np.float32)
+    k.forward(g, np.zeros((n_h, 4 * n_h), np.float32), h, c, tc)
+    x = pre[0, 0].astype(np.float64)
+    sig = 1.0 / (1.0 + np.exp(-x))
+    want = np.concatenate([sig[:n_h], sig[n_h:2 * n_h], np.tanh(x[2 * n_h:3 * n_h]),
+                           sig[3 * n_h:]])
+    assert np.max(np.abs(g[0, 0] - want)) < 1e-6
+    i, u, o = want[:n_h], want[2 * n_h:3 * n_h], want[3 * n_h:]
+    np.testing.assert_allclose(c[1, 0], i * u, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(tc[0, 0], np.tanh(i * u), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(h[1, 0], o * np.tanh(i * u), atol=1e-6, rtol=0)
     # A NaN input reaches the output (it is not clamped away into a finite number).
     lstm = torch.nn.LSTM(3, 4, batch_first=True)
     x = torch.zeros(1, 5, 3)
@@ -92,7 +110,7 @@ def test_kernel_tanh_and_nan():
 
 
 def test_kernel_refuses_mismatched_buffers():
-    from invdyn_ros.core import _lstm_kernel as k
+    k = fl.kernel()
     f = np.float32
     g = np.zeros((4, 2, 12), f)
     with pytest.raises(ValueError, match='shapes'):   # w_hh_t (H, 4H) must be (3, 12)
@@ -102,3 +120,26 @@ def test_kernel_refuses_mismatched_buffers():
         k.backward(np.zeros((4, 2, 3), f), g, np.zeros((12, 3), f), np.zeros((4, 2, 3), f),
                    np.zeros((4, 2, 3), f), np.zeros_like(g), np.zeros((2, 3), f),
                    np.zeros((2, 3), f))
+
+
+def test_double_backward_is_refused():
+    lstm = torch.nn.LSTM(3, 4, batch_first=True)
+    x = torch.randn(2, 5, 3, requires_grad=True)
+    y, _ = fl.fused_lstm(lstm, x)
+    (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    # An error, not a silently wrong (constant) second derivative.
+    with pytest.raises(RuntimeError, match='once_differentiable|does not require grad'):
+        gx.sum().backward()
+
+
+def test_runs_whatever_the_default_dtype():
+    lstm = torch.nn.LSTM(3, 4, batch_first=True)
+    x = torch.randn(2, 5, 3)
+    ref, _ = lstm(x)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got, _ = fl.fused_lstm(lstm, x)
+    finally:
+        torch.set_default_dtype(old)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)

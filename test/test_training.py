@@ -198,7 +198,7 @@ def test_flat_adagrad_is_torchs(weight_decay):
 def test_compiled_and_torch_kernels_train_the_same_model():
     """The compiled LSTM kernel and nn.LSTM train the same model from the same seed, to
     float32 rounding accumulated over the run (two layers: the kernel's dx path counts)."""
-    if not fused_lstm.AVAILABLE:
+    if not fused_lstm.available():
         pytest.skip('the compiled LSTM kernel was not built')
     trajs = [_toy(s, n=600) for s in range(3)]
     mcfg = LstmConfig(joint_names=NAMES, rate_hz=200.0, hidden_size=8, num_layers=2)
@@ -217,7 +217,7 @@ def test_compiled_and_torch_kernels_train_the_same_model():
 
 
 def test_kernel_choice_where_the_compiled_kernel_cannot_run(monkeypatch):
-    monkeypatch.setattr(fused_lstm, 'AVAILABLE', False)
+    monkeypatch.setattr(fused_lstm, '_KERNEL', False)   # as where it was not built
     trajs = [_toy(s, n=300) for s in range(2)]
     mcfg = LstmConfig(joint_names=NAMES, rate_hz=200.0, hidden_size=4)
     base = dict(epochs=1, batch=2, window=20, segment=100, threads=1, val_fraction=0.0)

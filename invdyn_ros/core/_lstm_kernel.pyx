@@ -30,10 +30,10 @@ cdef extern from *:
 
     /* One time step forward for nb sequences: g (nb, 4H) holds the gate pre-activations
        (i, f, g, o, torch's order) and receives their activations; c0 the previous cell, c1, h1
-       the new cell and output, tc tanh(c1) (kept for the backward pass). On x86-64 with GCC it
-       is compiled twice, for the baseline and for AVX2 + FMA (x86-64-v3), and the loader picks
-       what the CPU has. */
-    #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+       the new cell and output, tc tanh(c1) (kept for the backward pass). On x86-64 with GCC 11
+       or later (which knows x86-64-v3) it is compiled twice, for the baseline and for AVX2 +
+       FMA, and the loader picks what the CPU has. */
+    #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
     __attribute__((target_clones("arch=x86-64-v3", "default")))
     #endif
     static void kt_cell_forward(int nb, int nh, float *g, const float *c0, float *c1,
@@ -58,7 +58,7 @@ cdef extern from *:
        the cell tc, the output's gradient dy and the carried dh, dc (nb, H) to the gate
        pre-activations' gradient dg (nb, 4H); dc becomes the previous cell's gradient (dh is
        left for the caller's dg W_hh). */
-    #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+    #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
     __attribute__((target_clones("arch=x86-64-v3", "default")))
     #endif
     static void kt_cell_backward(int nb, int nh, const float *a, const float *c0,

@@ -1,11 +1,14 @@
 """The LSTM recurrence of offline training in C, forward and backward: what ``torch.nn.LSTM``
-computes, at a third of its cost on the paper-sized model.
+computes, with less per-step overhead.
 
 Why. On the CPU, ``torch.nn.LSTM`` runs each time step as some ten separate tensor operations,
 and autograd records each, so back-propagation walks a graph of hundreds of small nodes. For
 the paper-sized model (1 x 64, batches of 8 segments, windows of 32 samples) those operations'
 fixed costs outweigh their arithmetic: measured on this 2-core machine, forward plus backward
-of one window took 1.22 ms with ``nn.LSTM`` and 0.94 ms here, of which the C loops take 0.2 ms.
+of one window (the LSTM, its head and the loss) took 1.22 ms with ``nn.LSTM`` and 0.94 ms here,
+of which the C loops take 0.2 ms. With the optimiser step on one flat buffer
+(:func:`~invdyn_ros.core.training.flatten_parameters`) a whole training run takes about 0.64
+of the time (see the README).
 
 What. :class:`LstmLayerFunction` is one layer as a ``torch.autograd.Function``. Its forward
 computes the input's share of every gate at once (one matrix product over all T steps, in
@@ -22,8 +25,10 @@ approximation a few ulp from libm's (see the kernel), so outputs and gradients a
 backward pass is exact for the forward pass it follows (derivatives from the kept
 activations).
 
-Where it runs. On the CPU, float32, where the kernel was built (:data:`AVAILABLE`; without
+Where it runs. On the CPU, float32, where the kernel was built (:func:`available`; without
 Cython, a C compiler or scipy's BLAS declarations at install time ``nn.LSTM`` runs instead).
+The kernel is imported on first use, not with this module: it loads scipy's BLAS, which the
+nodes (which import the model) do not need.
 Dropout between layers is applied as ``nn.LSTM`` does (to every layer's output but the last,
 in training mode). :func:`~invdyn_ros.core.training.train_lstm` chooses it by
 ``TrainConfig.kernel``; inference (evaluation, the predictor) keeps its own paths.
@@ -31,20 +36,34 @@ in training mode). :func:`~invdyn_ros.core.training.train_lstm` chooses it by
 
 from __future__ import annotations
 
+import importlib
 from typing import Optional
 
 import torch
+from torch.autograd.function import once_differentiable
 import torch.nn.functional as F
 
-try:
-    from invdyn_ros.core import _lstm_kernel
-except ImportError:             # not built: nn.LSTM runs
-    _lstm_kernel = None
-
-#: Whether the compiled training kernel was built and can be used in this process.
-AVAILABLE = _lstm_kernel is not None
+#: The kernel module once loaded; False where it cannot be (see :func:`kernel`).
+_KERNEL = None
 
 TorchState = tuple[torch.Tensor, torch.Tensor]
+
+
+def kernel():
+    """The compiled kernel module (imported on the first call), or None where it was not
+    built or does not load (a TypeError: scipy's BLAS declarations changed since the build)."""
+    global _KERNEL
+    if _KERNEL is None:
+        try:
+            _KERNEL = importlib.import_module('invdyn_ros.core._lstm_kernel')
+        except (ImportError, TypeError):
+            _KERNEL = False
+    return _KERNEL or None
+
+
+def available() -> bool:
+    """Whether the compiled training kernel was built and loads in this process."""
+    return kernel() is not None
 
 
 class LstmLayerFunction(torch.autograd.Function):
@@ -62,27 +81,29 @@ class LstmLayerFunction(torch.autograd.Function):
         xt = x.detach().transpose(0, 1).reshape(n_t * n_b, n_in)
         gates = torch.addmm(b_ih.detach() + b_hh.detach(), xt, w_ih.detach().t())
         gates = gates.view(n_t, n_b, 4 * n_h)
-        h = torch.empty(n_t + 1, n_b, n_h)
-        c = torch.empty(n_t + 1, n_b, n_h)
-        tc = torch.empty(n_t, n_b, n_h)
+        # float32 whatever torch's default dtype: the kernel's buffers are float32.
+        h = torch.empty(n_t + 1, n_b, n_h, dtype=torch.float32)
+        c = torch.empty(n_t + 1, n_b, n_h, dtype=torch.float32)
+        tc = torch.empty(n_t, n_b, n_h, dtype=torch.float32)
         h[0] = h0.detach()
         c[0] = c0.detach()
-        _lstm_kernel.forward(gates.numpy(), w_hh.detach().t().contiguous().numpy(), h.numpy(),
-                             c.numpy(), tc.numpy())
+        kernel().forward(gates.numpy(), w_hh.detach().t().contiguous().numpy(), h.numpy(),
+                         c.numpy(), tc.numpy())
         ctx.save_for_backward(xt, gates, w_ih, w_hh, h, c, tc)
         return h[1:].transpose(0, 1).contiguous(), h[n_t].clone(), c[n_t].clone()
 
     @staticmethod
+    @once_differentiable   # the backward runs outside autograd: refuse a double backward
     def backward(ctx, dy: torch.Tensor, dh_t: torch.Tensor, dc_t: torch.Tensor):
         xt, act, w_ih, w_hh, h, c, tc = ctx.saved_tensors
         n_t, n_b, n_g = act.shape
         n_h = n_g // 4
         dh = dh_t.contiguous().clone()          # the kernel overwrites these in place
         dc = dc_t.contiguous().clone()
-        dg = torch.empty(n_t, n_b, n_g)
-        _lstm_kernel.backward(dy.transpose(0, 1).contiguous().numpy(), act.numpy(),
-                              w_hh.detach().contiguous().numpy(), c.numpy(), tc.numpy(),
-                              dg.numpy(), dh.numpy(), dc.numpy())
+        dg = torch.empty(n_t, n_b, n_g, dtype=torch.float32)
+        kernel().backward(dy.transpose(0, 1).contiguous().numpy(), act.numpy(),
+                          w_hh.detach().contiguous().numpy(), c.numpy(), tc.numpy(),
+                          dg.numpy(), dh.numpy(), dc.numpy())
         dg_flat = dg.view(n_t * n_b, n_g)
         dw_ih = dg_flat.t().mm(xt)
         dw_hh = dg_flat.t().mm(h[:n_t].reshape(n_t * n_b, n_h))
@@ -96,7 +117,7 @@ class LstmLayerFunction(torch.autograd.Function):
 def supports(lstm: torch.nn.LSTM) -> Optional[str]:
     """None when :func:`fused_lstm` can run ``lstm`` (on float32 inputs on its device), else
     why not."""
-    if not AVAILABLE:
+    if not available():
         return 'the compiled LSTM kernel was not built'
     if lstm.weight_hh_l0.device.type != 'cpu':
         return 'the compiled LSTM kernel runs on the CPU only'
