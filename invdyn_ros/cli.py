@@ -151,7 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                            segment=args.segment, lr=args.lr, optimizer=args.optimizer,
                            seed=args.seed, threads=args.threads, device=args.device,
                            val_fraction=args.val_fraction, patience=args.patience,
-                           loss=args.loss).validate()
+                           loss=args.loss, kernel=args.kernel).validate()
         accel = AccelConfig(jerk_psd=args.jerk_psd).validate()
     except ValueError as e:
         raise CliError(str(e)) from None
@@ -159,6 +159,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         result = train_lstm(trajs, mcfg, tcfg, accel, val_trajs=val, progress=bar,
                             target=args.target, nominal=nominal)
+    except (FloatingPointError, ValueError) as e:   # diverged, or a kernel that cannot run
+        raise CliError(f'{e}; no model written') from None
     finally:
         bar.close()
     meta = training_meta(result, tcfg, accel, [t.source for t in trajs], args.target, spec)
@@ -546,6 +548,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--seed', type=int, default=0)
     t.add_argument('--threads', type=_positive_int, default=2, help='torch CPU threads')
     t.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto')
+    # training.KERNELS, spelled out: importing training (torch) here would slow every --help.
+    t.add_argument('--kernel', choices=('auto', 'torch', 'compiled'), default='auto',
+                   help='what runs the LSTM recurrence: the compiled CPU kernel, torch.nn.LSTM, '
+                        'or auto (the compiled kernel where it runs: CPU, float32, built)')
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser('eval', help='score a model step by step, as the predictor runs it')

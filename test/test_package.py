@@ -7,6 +7,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,3 +77,27 @@ def test_bad_arguments_give_one_clear_line(argv, match, tmp_path):
     assert r.returncode == 2
     assert match in r.stderr
     assert 'Traceback' not in r.stderr
+
+
+@pytest.mark.parametrize('extra,match', [
+    (['--lr', '1e30', '--optimizer', 'adam'], 'training diverged'),
+    (['--kernel', 'gpu'], 'invalid choice'),
+])
+def test_train_errors_are_one_clear_line_and_write_no_model(extra, match, tmp_path):
+    """A run that diverges stops before the step that would ruin the weights and writes no
+    file; a bad --kernel is refused by the parser."""
+    from invdyn_ros.core.datasets import save_npz
+    from invdyn_ros.core.trajectory import Trajectory
+    t = np.arange(400) / 100.0
+    q = np.stack([np.sin(t), np.cos(0.7 * t)], axis=1)
+    qd = np.stack([np.cos(t), -0.7 * np.sin(0.7 * t)], axis=1)
+    save_npz(tmp_path / 'run.npz', Trajectory(q=q, qd=qd, tau=2.0 * q, t=t,
+                                              joint_names=('a', 'b'), source='toy'))
+    r = subprocess.run([sys.executable, '-m', 'invdyn_ros.cli', 'train', '--data', 'run.npz',
+                        '--out', 'm.npz', '--epochs', '3', '--batch', '2', '--window', '20',
+                        '--segment', '100', '--hidden', '4', '--val-fraction', '0', *extra],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                       env={**os.environ, 'PYTHONPATH': str(REPO)})
+    assert r.returncode == 2, r.stderr
+    assert match in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    assert not (tmp_path / 'm.npz').exists()
