@@ -1,6 +1,6 @@
 # invdyn: `make demo` runs the main job, `make test` the whole suite. Both set up .venv first.
 # Set-up is idempotent: it reinstalls only when a requirements file, setup.py or a compiled
-# kernel's source (invdyn_ros/core/_fastpath.pyx, _lstm_kernel.pyx) changed.
+# kernel's source (invdyn_ros/core/_fastpath.pyx, _lstm_kernel.pyx, _rational_tanh.h) changed.
 
 PYTHON ?= python3
 VENV := .venv
@@ -20,7 +20,8 @@ DEMO_OUT ?= demo_out
 setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt setup.py setup.cfg package.xml \
-		invdyn_ros/core/_fastpath.pyx invdyn_ros/core/_lstm_kernel.pyx
+		invdyn_ros/core/_fastpath.pyx invdyn_ros/core/_lstm_kernel.pyx \
+		invdyn_ros/core/_rational_tanh.h
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned: an unpinned torch from another package pulls a CUDA build.

@@ -17,6 +17,8 @@ PACKAGE = 'invdyn'
 #   -fno-trapping-math lets its saturating tanh vectorise (no result changes: the clamps are
 #   selects that let NaN through).
 KERNEL_FLAGS = ['-O3', '-fno-math-errno', '-fopenmp-simd']
+#: The rational tanh both kernels include.
+TANH_HEADER = 'invdyn_ros/core/_rational_tanh.h'
 KERNELS = {
     'invdyn_ros.core._fastpath': ('invdyn_ros/core/_fastpath.pyx', KERNEL_FLAGS),
     'invdyn_ros.core._lstm_kernel': ('invdyn_ros/core/_lstm_kernel.pyx',
@@ -34,8 +36,9 @@ def extensions() -> list:
     out = []
     for name, (source, flags) in KERNELS.items():
         try:   # each on its own: the training kernel needs scipy's BLAS declarations
-            out += cythonize([Extension(name, [source], extra_compile_args=flags,
-                                        optional=True)], language_level=3, quiet=True)
+            out += cythonize([Extension(name, [source], depends=[TANH_HEADER],
+                                        extra_compile_args=flags, optional=True)],
+                             language_level=3, quiet=True)
         except Exception as exc:   # noqa: B902 (Cython raises several kinds)
             print(f'invdyn: {name} not built ({exc}); its pure Python path runs')
     return out

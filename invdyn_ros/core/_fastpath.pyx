@@ -30,21 +30,18 @@ cdef enum:
     S_P = 2
     S_X = 8
 
+cdef extern from "_rational_tanh.h":
+    pass
+
 cdef extern from *:
     """
-    /* tanh as a rational function (Eigen's float tanh, [13/6] on [-9, 9], saturated beyond):
-       see invdyn_ros.core.compiled.TANH_MAX_ERROR. Comparisons are false for NaN, so NaN
-       passes through. */
+    /* tanh as a rational function (_rational_tanh.h, on [-9, 9], saturated beyond): see
+       invdyn_ros.core.compiled.TANH_MAX_ERROR. Comparisons are false for NaN, so NaN passes
+       through. */
     static inline double invdyn_tanh(double x) {
         if (x > 9.0) x = 9.0;
         else if (x < -9.0) x = -9.0;
-        const double x2 = x * x;
-        const double p = x * (4.89352455891786e-03 + x2 * (6.37261928875436e-04
-            + x2 * (1.48572235717979e-05 + x2 * (5.12229709037114e-08
-            + x2 * (-8.60467152213735e-11 + x2 * (2.00018790482477e-13
-            + x2 * -2.76076847742355e-16))))));
-        return p / (4.89352518554385e-03 + x2 * (2.26843463243900e-03
-            + x2 * (1.18534705686654e-04 + x2 * 1.19825839466702e-06)));
+        return invdyn_tanh_ratio_d(x);
     }
     /* One LSTM layer's gates: g = tanh(W [inp; h; 1]), W row-major (rows, n_in + nh + 1).
        On x86-64 with GCC or Clang it is compiled twice, for the baseline and for AVX2 + FMA

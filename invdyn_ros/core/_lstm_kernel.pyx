@@ -9,22 +9,20 @@ module is the only user of this one. All buffers are float32, C-contiguous, time
 
 from scipy.linalg.cython_blas cimport sgemm
 
+cdef extern from "_rational_tanh.h":
+    pass
+
 cdef extern from *:
     """
-    /* tanh as a rational function (Eigen's float tanh: [13/6] on [-7.9053, 7.9053], saturated
-       beyond, a few ulp from libm's); sigmoid(x) = (1 + tanh(x / 2)) / 2. The clamps are
-       written as selects, so NaN passes through and the loops vectorise (-fno-trapping-math). */
+    /* tanh as a rational function (_rational_tanh.h in float, on [-7.9053, 7.9053] as Eigen's
+       float tanh, saturated beyond; a few ulp from libm's); sigmoid(x) = (1 + tanh(x / 2)) / 2.
+       The clamps are written as selects, so NaN passes through and the loops vectorise
+       (-fno-trapping-math). */
     static inline float kt_tanh(float x) {
         const float m = 7.90531110763549805f;
         x = x > m ? m : x;      /* false for NaN: NaN stays */
         x = x < -m ? -m : x;
-        const float x2 = x * x;
-        const float p = x * (4.89352455891786e-03f + x2 * (6.37261928875436e-04f
-            + x2 * (1.48572235717979e-05f + x2 * (5.12229709037114e-08f
-            + x2 * (-8.60467152213735e-11f + x2 * (2.00018790482477e-13f
-            + x2 * -2.76076847742355e-16f))))));
-        return p / (4.89352518554385e-03f + x2 * (2.26843463243900e-03f
-            + x2 * (1.18534705686654e-04f + x2 * 1.19825839466702e-06f)));
+        return invdyn_tanh_ratio_f(x);
     }
     static inline float kt_sigmoid(float x) { return 0.5f + 0.5f * kt_tanh(0.5f * x); }
 
