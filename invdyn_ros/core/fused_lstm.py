@@ -7,8 +7,8 @@ the paper-sized model (1 x 64, batches of 8 segments, windows of 32 samples) tho
 fixed costs outweigh their arithmetic: measured on this 2-core machine, forward plus backward
 of one window (the LSTM, its head and the loss) took 1.22 ms with ``nn.LSTM`` and 0.94 ms here,
 of which the C loops take 0.2 ms. With the optimiser step on one flat buffer
-(:func:`~invdyn_ros.core.training.flatten_parameters`) a whole training run takes about 0.64
-of the time (see the README).
+(:func:`~invdyn_ros.core.training.flatten_parameters`) a whole training run takes 0.64 to
+0.73 of the time (see the README).
 
 What. :class:`LstmLayerFunction` is one layer as a ``torch.autograd.Function``. Its forward
 computes the input's share of every gate at once (one matrix product over all T steps, in
