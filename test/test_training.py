@@ -1,5 +1,11 @@
 """Training, and the online (step-by-step) path against the sequence path."""
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import torch
@@ -224,3 +230,39 @@ def test_kernel_choice_where_the_compiled_kernel_cannot_run(monkeypatch):
     with pytest.raises(ValueError, match='kernel compiled requested, but .*not built'):
         train_lstm(trajs, mcfg, TrainConfig(**base, kernel='compiled'))
     assert np.isfinite(train_lstm(trajs, mcfg, TrainConfig(**base)).history[0]['train_loss'])
+
+
+def test_training_holds_every_blas_library_to_one_thread_and_restores_them():
+    """In a fresh process (scipy's BLAS not yet loaded: the compiled kernel loads it), every
+    BLAS library runs one thread while train_lstm runs, and those loaded before it have their
+    own limits back afterwards."""
+    script = textwrap.dedent("""
+        import json
+        import numpy as np
+        from threadpoolctl import threadpool_info
+        from invdyn_ros.core.lstm import LstmConfig
+        from invdyn_ros.core.training import TrainConfig, train_lstm
+        from invdyn_ros.core.trajectory import Trajectory
+        def blas():
+            return {i['filepath']: i['num_threads'] for i in threadpool_info()
+                    if i['user_api'] == 'blas'}
+        t = np.arange(300) / 100.0
+        q = np.stack([np.sin(t), np.cos(t)], 1)
+        tr = Trajectory(q=q, qd=q, tau=q, t=t, joint_names=('a', 'b'), source='x')
+        before = blas()
+        during = []
+        train_lstm([tr], LstmConfig(joint_names=('a', 'b'), rate_hz=100.0, hidden_size=4),
+                   TrainConfig(epochs=2, batch=2, window=20, segment=100, val_fraction=0.0,
+                               threads=2), progress=lambda e: during.append(blas()))
+        print(json.dumps({'before': before, 'during': during, 'after': blas()}))
+    """)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS')}
+    r = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got['during'] and all(n == 1 for d in got['during'] for n in d.values()), got
+    if fused_lstm.available():
+        assert any('scipy_openblas-' in f for f in got['during'][0]), got   # the kernel's BLAS
+    assert got['before'] and all(got['after'][f] == n for f, n in got['before'].items()), got

@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 import torch
 
 from invdyn_ros.core.accel import AccelConfig, ensure_qdd
-from invdyn_ros.core.fused_lstm import supports as kernel_supports
+from invdyn_ros.core.fused_lstm import available as kernel_available, supports as kernel_supports
 from invdyn_ros.core.lstm import LstmConfig, LstmInverseDynamics, Normalizer, sequence_inputs
 from invdyn_ros.core.targets import check_target, DEFAULT_TARGET, NominalSpec, RESIDUAL_TARGETS
 from invdyn_ros.core.trajectory import DataError, Trajectory
@@ -364,7 +364,10 @@ def train_lstm(trajs: Sequence[Trajectory], model_config: LstmConfig,
     """
     cfg.validate()
     # The compiled kernel's per-step BLAS products are small: one thread of scipy's OpenBLAS
-    # (more would compete with torch's pool for the same cores), for this call only.
+    # (more would compete with torch's pool for the same cores), for this call only. The
+    # kernel is loaded first: the limit reaches only the BLAS libraries loaded when it is set.
+    if cfg.kernel != 'torch':
+        kernel_available()
     with threadpool_limits(limits=1, user_api='blas'):
         return _train_lstm(trajs, model_config, cfg, accel, val_trajs, progress,
                            prefer_recorded_qdd, target, nominal)
