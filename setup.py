@@ -9,7 +9,7 @@ PACKAGE = 'invdyn'
 
 # Two optional C kernels, compiled with Cython. Without Cython or a C compiler the package
 # installs and runs its pure Python paths (invdyn_ros.core.compiled.AVAILABLE and
-# invdyn_ros.core.fused_lstm.AVAILABLE say which).
+# invdyn_ros.core.fused_lstm.available() say which).
 # - _fastpath: the predictor's per-sample kernel. No fast-math: the acceleration filter must
 #   keep the numpy path's order of operations; -fopenmp-simd only honours the kernel's
 #   `#pragma omp simd` on the gate sums (no OpenMP runtime).

@@ -281,6 +281,12 @@ def flatten_parameters(model: torch.nn.Module) -> torch.nn.Parameter:
     return flat
 
 
+def _diverged(what: str, epoch: int) -> FloatingPointError:
+    """The error that stops a diverging training (``epoch`` counted from 0)."""
+    return FloatingPointError(f'training diverged ({what}) in epoch {epoch + 1}; '
+                              'try a smaller learning rate')
+
+
 def resolve_kernel(cfg: TrainConfig, model: LstmInverseDynamics) -> bool:
     """Whether training runs the compiled LSTM kernel (``cfg.kernel``; see TrainConfig).
     ValueError when 'compiled' was asked for where it cannot run."""
@@ -392,8 +398,9 @@ def _train_lstm(trajs, model_config, cfg, accel, val_trajs, progress, prefer_rec
     model = LstmInverseDynamics(model_config, Normalizer.from_data(x_all, y_all)).to(device)
     compiled = resolve_kernel(cfg, model)
     flat = flatten_parameters(model) if device.type == 'cpu' else None
-    params = [flat] if flat is not None else list(model.parameters())
-    grad_views = [p.grad for p in model.parameters()] if flat is not None else []
+    model_params = list(model.parameters())
+    params = [flat] if flat is not None else model_params
+    grad_views = [p.grad for p in model_params] if flat is not None else []
     # Fused optimisers: one kernel per step instead of one per parameter and operation (the
     # paper-sized model's update is dominated by such fixed costs, not by arithmetic).
     if cfg.optimizer == 'adagrad' and flat is not None:
@@ -457,21 +464,17 @@ def _train_lstm(trajs, model_config, cfg, accel, val_trajs, progress, prefer_rec
                 # Autograd adds into the flat buffer's views; were one replaced, the step would
                 # see a zero gradient for it without a word (six identity checks, < 1 us).
                 if flat is not None and any(
-                        p.grad is not v for p, v in zip(model.parameters(), grad_views)):
+                        p.grad is not v for p, v in zip(model_params, grad_views)):
                     raise RuntimeError('a gradient left the flat buffer (set to None or '
                                        'replaced during training)')
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):   # before the step: the weights stay good
-                    raise FloatingPointError(
-                        f'training diverged (loss {loss_value}) in epoch {epoch + 1}; '
-                        'try a smaller learning rate')
+                    raise _diverged(f'loss {loss_value}', epoch)
                 if cfg.grad_clip > 0:
                     try:
                         clip_grad_norm(params, cfg.grad_clip)
                     except FloatingPointError as exc:   # before the step, as above
-                        raise FloatingPointError(
-                            f'training diverged ({exc}) in epoch {epoch + 1}; '
-                            'try a smaller learning rate') from None
+                        raise _diverged(str(exc), epoch) from None
                 opt.step()
                 loss_sum += loss_value * n
                 loss_n += n
