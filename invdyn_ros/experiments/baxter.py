@@ -28,9 +28,8 @@ from invdyn_ros.core.training import prepare, train_lstm
 from invdyn_ros.core.trajectory import DataError, Trajectory
 from invdyn_ros.experiments.common import (
     GpPlan, MODEL_COLOURS, MODEL_LABELS, fit_gp, gp_predictions, lstm_predictions,
-    naive_predictions, pyplot, score)
+    naive_predictions, pyplot, score, with_base)
 from invdyn_ros.experiments.hparams import LstmHparams
-from invdyn_ros.experiments.lwr_sizes import with_base
 
 #: The Baxter goal: LSTM nMSE (mean over the 7 joints) on the Test runs at most this.
 GOAL_NMSE = 0.10

@@ -51,6 +51,13 @@ def lstm_predictions(model, data: Sequence[Prepared]) -> list[np.ndarray]:
     return [predict_sequence(model, d.x) for d in data]
 
 
+def with_base(preds: Sequence[np.ndarray], data: Sequence[Prepared]) -> list[np.ndarray]:
+    """Torque predictions (T, d) [Nm] from a model's outputs on ``data``
+    (:meth:`Prepared.published`): a 'residual_rbd' target's nominal term added back; the
+    full torque as it is."""
+    return [d.published(p)[0] for p, d in zip(preds, data)]
+
+
 def gp_predictions(gp, data: Sequence[Prepared]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """GP predictive means and standard deviations (incl. noise) (T, d) [Nm] per trajectory."""
     means, stds = [], []

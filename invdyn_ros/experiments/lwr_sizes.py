@@ -52,7 +52,7 @@ from invdyn_ros.core.training import Prepared, prepare, train_lstm
 from invdyn_ros.core.trajectory import Trajectory
 from invdyn_ros.experiments.common import (
     GpPlan, MODEL_COLOURS, MODEL_LABELS, fit_gp, gp_predictions, lstm_predictions,
-    naive_predictions, pyplot, score)
+    naive_predictions, pyplot, score, with_base)
 from invdyn_ros.experiments.hparams import LstmHparams
 
 JOINTS = LWR_JOINTS_1_TO_5
@@ -339,13 +339,6 @@ def run_lwr(hp: LstmHparams, sizes: LwrSizes, verbose: bool = True) -> dict:
     }
     result['wall_s'] = time.perf_counter() - t0
     return result
-
-
-def with_base(preds: Sequence[np.ndarray], data: Sequence[Prepared]) -> list[np.ndarray]:
-    """Torque predictions (T, d) [Nm] from a model's outputs on ``data``
-    (:meth:`Prepared.published`): a 'residual_rbd' target's nominal term added back; the
-    full torque as it is."""
-    return [d.published(p)[0] for p, d in zip(preds, data)]
 
 
 def accel_floor(runs: Sequence[Trajectory], prepared: Sequence[Prepared]) -> dict:
