@@ -174,6 +174,13 @@ def test_baxter_part(quick_run):
     assert sc['nominal']['fit']['samples'] == 600 and sc['nominal']['fit']['trajectories'] == 2
     assert len(sc['nominal']['nmse_per_joint']) == 7 and np.isfinite(sc['nominal']['nmse'])
     assert part['settings']['lstm']['target'] == 'residual_rbd'
+    # The same model learning online during the test runs: every sample got a torque, the
+    # learner ran, and the goal still scores the offline model.
+    on = sc['lstm_online']
+    assert len(on['runs']) == 1 and on['runs'][0]['no_output'] == 0
+    assert on['runs'][0]['updates'] > 0 and np.isfinite(on['nmse'])
+    assert len(on['nmse_per_joint']) == 7
+    assert all(len(r['online_nmse_per_joint']) == 7 for r in part['per_test_run'])
 
 
 def test_baxter_report_shows_the_identified_model(quick_run):
@@ -181,6 +188,9 @@ def test_baxter_report_shows_the_identified_model(quick_run):
     text = (out / 'report.md').read_text()
     assert 'identified rigid-body model alone' in text
     assert 'LSTM (identified model + residual)' in text and 'Test runs are not used' in text
+    assert 'the same LSTM learning online during each test run' in text
+    assert 'predicted by the model in operation before its measured torque' in text
+    assert '- [i] Beside the goals: the Baxter LSTM learning online' in text
 
 
 def test_missing_baxter_data_is_reported_not_fatal(tmp_path, hp_file, monkeypatch):

@@ -3,10 +3,12 @@
 import copy
 
 import numpy as np
+import pytest
 import torch
 
 from invdyn_ros.core.lstm import LstmConfig, LstmInverseDynamics, Normalizer
-from invdyn_ros.core.online_learning import OnlineConfig, OnlineLearner
+from invdyn_ros.core.online import OnlinePredictor, run_online
+from invdyn_ros.core.online_learning import OnlineConfig, OnlineLearner, prequential
 
 NAMES = ('j1', 'j2')
 RATE = 200.0
@@ -224,3 +226,65 @@ def test_trainer_params_validate_the_output_layer_fit():
                 {'rls_jump_factor': -1.0}, {'holdout_recent': -1}, {'head_rls': 'yes'}):
         with pytest.raises(ParamError):
             TrainerParams(**bad).validate()
+
+
+# --- prequential: predict, then learn ---------------------------------------------------------
+
+def _heavy_stream(n):
+    """The _stream plant with a tripled inertia gain and an offset (a new payload)."""
+    t, q, qd, tau = _stream(n, gain=6.0)
+    return t, q, qd, tau + np.array([3.0, -2.0])
+
+
+PREQ_CFG = OnlineConfig(batch_size=64, context=32, learning_rate=0.01, holdout_every=4,
+                        holdout_size=10, holdout_recent=2)
+
+
+def test_prequential_without_publication_is_the_frozen_predictor():
+    model = _model()
+    t, q, qd, tau = _heavy_stream(64 * 6)
+    res = prequential(model, t, q, qd, tau, publish_every=10 ** 9, config=PREQ_CFG)
+    frozen, valid = run_online(OnlinePredictor(model), t, q, qd)
+    assert valid.all() and res.published == 0 and res.updates > 0
+    np.testing.assert_array_equal(res.tau, frozen)
+
+
+def test_prequential_never_predicts_from_its_own_or_later_torques():
+    model = _model()
+    t, q, qd, tau = _heavy_stream(64 * 12)
+    base = prequential(model, t, q, qd, tau, publish_every=64, config=PREQ_CFG)
+    assert base.published >= 1          # models were swapped in, so learning took effect
+    for k in (200, 455):
+        changed = tau.copy()
+        changed[k:] += 1.0              # a different future, from sample k on
+        other = prequential(model, t, q, qd, changed, publish_every=64, config=PREQ_CFG)
+        np.testing.assert_array_equal(other.tau[:k + 1], base.tau[:k + 1])
+        # ... which does change what comes later, once a model trained on it is published.
+        assert np.abs(other.tau[k + 1:] - base.tau[k + 1:]).max() > 0.1
+
+
+def test_prequential_learning_beats_the_frozen_model_after_a_dynamics_change():
+    model = _model()
+    n = 64 * 40
+    t, q, qd, tau = _heavy_stream(n)
+    res = prequential(model, t, q, qd, tau, publish_every=128, config=PREQ_CFG)
+    frozen, _ = run_online(OnlinePredictor(model), t, q, qd)
+    late = slice(n // 2, n)
+    err_online = np.mean((res.tau[late] - tau[late]) ** 2)
+    err_frozen = np.mean((frozen[late] - tau[late]) ** 2)
+    assert res.published >= 3 and len(res.update_s) == res.updates
+    assert err_online < 0.5 * err_frozen
+    # The starting model is left as it was.
+    again, _ = run_online(OnlinePredictor(model), t, q, qd)
+    np.testing.assert_array_equal(again, frozen)
+
+
+def test_prequential_refuses_bad_arguments():
+    model = _model()
+    t, q, qd, tau = _stream(100)
+    with pytest.raises(ValueError, match='publish_every'):
+        prequential(model, t, q, qd, tau, publish_every=0)
+    with pytest.raises(ValueError, match=r'\(T, 2\)'):
+        prequential(model, t, q[:, :1], qd, tau, publish_every=10)
+    with pytest.raises(ValueError, match=r'\(T, 2\)'):
+        prequential(model, t[:-1], q, qd, tau, publish_every=10)

@@ -36,6 +36,7 @@ import copy
 from dataclasses import dataclass
 import math
 import threading
+import time
 from typing import Any, Optional
 
 import numpy as np
@@ -44,6 +45,7 @@ import torch
 from invdyn_ros.core.accel import AccelConfig, AccelEstimator, AccelStatus
 from invdyn_ros.core.change import ChangeDetector
 from invdyn_ros.core.lstm import LstmInverseDynamics
+from invdyn_ros.core.online import OnlinePredictor
 from invdyn_ros.core.payload import N_PARAMS, PayloadConfig, PayloadEstimator
 from invdyn_ros.core.targets import check_target, DEFAULT_TARGET, RESIDUAL_TARGETS
 
@@ -449,3 +451,82 @@ class OnlineLearner:
         self.model_version += 1
         self.stats['published'] += 1
         return self.published
+
+
+@dataclass
+class PrequentialResult:
+    """What :func:`prequential` measured on one stream."""
+
+    #: The torque in operation for each sample [Nm] (T, d), predicted before that sample's
+    #: torque was learned; NaN where the predictor refused the sample.
+    tau: np.ndarray
+    #: Online updates run and models published (swapped into the predictor).
+    updates: int
+    published: int
+    #: Wall time of each :meth:`OnlineLearner.train_pending` call that ran an update [s].
+    update_s: list
+
+
+def prequential(model: LstmInverseDynamics, t: np.ndarray, q: np.ndarray, qd: np.ndarray,
+                tau: np.ndarray, publish_every: int, accel: AccelConfig = AccelConfig(),
+                config: OnlineConfig = OnlineConfig(), target: str = DEFAULT_TARGET,
+                nominal: Optional[Any] = None,
+                torque_limits: Optional[Any] = None) -> PrequentialResult:
+    """Predict, then learn: a recorded stream run through the predictor and the online
+    learner as the two nodes run beside a robot.
+
+    Each sample k is first predicted by the model in operation (an
+    :class:`~invdyn_ros.core.online.OnlinePredictor`, state carried, the causal acceleration
+    estimate) and only then handed to the learner with its measured torque; every
+    ``publish_every`` samples the learner's candidate, if it passes its gate, is swapped into
+    the predictor (keeping the LSTM state), as the trainer node publishes and the predictor
+    loads new weights. So no prediction has seen its own torque or any later one: the score of
+    ``tau`` is what a controller would have received while the model learned during
+    operation. Updates run as soon as their window is complete (the trainer node runs them in a
+    worker thread, within the window's duration on this machine: ``invdyn bench``).
+
+    Args:
+        model: the starting model (not modified).
+        t: stamps [s] (T,), increasing; q [rad], qd [rad/s], tau [Nm]: (T, d), the model's
+            joint order.
+        publish_every: samples between publication checks (>= 1); the trainer node's
+            ``publish_period_s`` times the sample rate.
+        accel, config, target, nominal: as for :class:`OnlineLearner` (the predictor uses the
+            same acceleration settings and nominal model).
+        torque_limits: the predictor's per-joint clamp [Nm] (d,), or None.
+    """
+    t = np.asarray(t, dtype=np.float64)
+    q, qd, tau = (np.asarray(a, dtype=np.float64) for a in (q, qd, tau))
+    n, d = len(t), model.config.dof
+    if t.shape != (n,) or any(a.shape != (n, d) for a in (q, qd, tau)):
+        raise ValueError(f'expected t (T,) and q, qd, tau (T, {d}), got {t.shape}, '
+                         f'{q.shape}, {qd.shape}, {tau.shape}')
+    if int(publish_every) < 1:
+        raise ValueError(f'publish_every must be >= 1, got {publish_every}')
+    predictor = OnlinePredictor(model, accel, torque_limits, target=target,
+                                nominal=nominal if target == 'residual_rbd' else None)
+    learner = OnlineLearner(model, accel, config, target=target, nominal=nominal)
+    out = np.full((n, d), np.nan)
+    update_s = []
+    published = 0
+    for k in range(n):
+        r = predictor.update(float(t[k]), q[k], qd[k])
+        if r.tau is not None:
+            out[k] = r.tau
+        if learner.add_sample(float(t[k]), q[k], qd[k], tau[k]):
+            t0 = time.perf_counter()
+            if learner.train_pending():
+                update_s.append(time.perf_counter() - t0)
+        if k > 0 and k % publish_every == 0:
+            cand = learner.candidate()
+            if cand is not None:
+                new_nominal = None
+                if config.adapt == 'payload':
+                    # The same network on a nominal model carrying the new payload (the
+                    # predictor node rebuilds it the same way).
+                    from invdyn_ros.core.nominal import NominalModel
+                    new_nominal = NominalModel(learner.published_spec)
+                predictor.swap_model(cand, nominal=new_nominal)
+                published += 1
+    return PrequentialResult(out, int(learner.stats['updates'] + learner.stats['payload_updates']),
+                             published, update_s)

@@ -12,6 +12,10 @@ subset of the training samples (exact inference does not hold all 67,881); the L
 tuned ``baxter`` hyperparameters, trained on all Training runs for the tuned number of epochs
 (``seeds`` independent trainings, figures of the first), scored step by step with the state
 carried through each test run. Only the Test runs are scored; the tuning never loads them.
+
+Beside the goal's figure (the offline model as trained), each seed's model is also run as the
+predictor and trainer nodes run it beside the robot, learning online during each test run
+(:func:`online_runs`: every sample predicted before its torque is learned).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from typing import Union
 import numpy as np
 
 from invdyn_ros.core.datasets import BAXTER_JOINTS, BAXTER_RATE_HZ, load_trajectories
+from invdyn_ros.core.online_learning import OnlineConfig, PrequentialResult, prequential
+from invdyn_ros.core.params import TrainerParams
 from invdyn_ros.core.training import prepare, train_lstm
 from invdyn_ros.core.trajectory import DataError, Trajectory
 from invdyn_ros.experiments.common import (
@@ -122,6 +128,37 @@ def accel_check(test: list[Trajectory], hp: LstmHparams) -> dict:
             'ref_std_per_joint': r.std(axis=0).tolist(), 'lag_samples_per_joint': lags}
 
 
+def online_runs(model, test: list[Trajectory], hp: LstmHparams, nominal, seed: int
+                ) -> list[PrequentialResult]:
+    """The offline-trained ``model`` learning online during each test run, as the trainer
+    node would beside the robot (:func:`~invdyn_ros.core.online_learning.prequential`: every
+    sample predicted before its torque is learned), each run starting from ``model``. The
+    trainer node's default settings (:class:`~invdyn_ros.core.params.TrainerParams`: windows
+    of 128 samples, Adagrad, replay, the output layer's least-squares refit, gated
+    publication every ``publish_period_s``), untuned for this set; the recorded stream's
+    stamps are its sample index over the rate (the set has no time column)."""
+    tp = TrainerParams()
+    cfg = OnlineConfig.from_params(tp, seed=seed)
+    publish_every = max(1, int(round(tp.publish_period_s * BAXTER_RATE_HZ)))
+    out = []
+    for tr in test:
+        t = tr.t if tr.t is not None else np.arange(len(tr)) / BAXTER_RATE_HZ
+        out.append(prequential(model, t, tr.q, tr.qd, tr.tau, publish_every,
+                               hp.accel_config(), cfg, hp.target, nominal))
+    return out
+
+
+def _mean_over_seeds(runs: list[dict]) -> dict:
+    """Scores of several seeds (each :func:`score` plus extras) -> their mean (nMSE with its
+    standard deviation over seeds), keeping the per-seed entries under ``runs``."""
+    nmse = np.array([r['nmse'] for r in runs])
+    return {'runs': runs, 'nmse': float(nmse.mean()),
+            'nmse_std': float(nmse.std(ddof=1)) if len(nmse) > 1 else 0.0,
+            'mse': float(np.mean([r['mse'] for r in runs])),
+            'nmse_per_joint': np.mean([r['nmse_per_joint'] for r in runs], 0).tolist(),
+            'mse_per_joint': np.mean([r['mse_per_joint'] for r in runs], 0).tolist()}
+
+
 def run_baxter(root: Union[str, Path], hp: LstmHparams, sizes: BaxterSizes,
                verbose: bool = True) -> dict:
     """The Baxter comparison (see the module docstring); JSON-ready result."""
@@ -155,8 +192,9 @@ def run_baxter(root: Union[str, Path], hp: LstmHparams, sizes: BaxterSizes,
     log(f'naive nMSE {out["naive"]["nmse"]:.4f}; GP nMSE {out["gp"]["nmse"]:.4f} '
         f'({info["plan"]}, {info["fit_s"]:.1f} s)')
     runs = []
-    first_preds = None
+    first_preds = first_online = None
     all_preds = []
+    online_runs_out: list[dict] = []
     for k in range(sizes.seeds):
         cfg = hp.train_config(seed=sizes.seed + k, threads=THREADS, epochs=sizes.epochs)
         res = train_lstm(train, hp.model_config(BAXTER_JOINTS, BAXTER_RATE_HZ), cfg, accel,
@@ -170,13 +208,22 @@ def run_baxter(root: Union[str, Path], hp: LstmHparams, sizes: BaxterSizes,
             first_preds = preds
         log(f'LSTM seed {sizes.seed + k}: test nMSE {s["nmse"]:.4f} ({len(res.history)} '
             f'epochs, {res.wall_s:.1f} s)')
-    nmse = np.array([r['nmse'] for r in runs])
-    per_joint = np.array([r['nmse_per_joint'] for r in runs])
-    out['lstm'] = {'runs': runs, 'nmse': float(nmse.mean()),
-                   'nmse_std': float(nmse.std(ddof=1)) if len(nmse) > 1 else 0.0,
-                   'mse': float(np.mean([r['mse'] for r in runs])),
-                   'nmse_per_joint': per_joint.mean(axis=0).tolist(),
-                   'mse_per_joint': np.mean([r['mse_per_joint'] for r in runs], 0).tolist()}
+        online = online_runs(res.model, test, hp, nominal, sizes.seed + k)
+        o = score([r.tau for r in online], test_prep)
+        update_s = [u for r in online for u in r.update_s]
+        online_runs_out.append({
+            **o, 'seed': sizes.seed + k, 'updates': sum(r.updates for r in online),
+            'published': sum(r.published for r in online),
+            'no_output': int(sum(np.isnan(r.tau).any(axis=1).sum() for r in online)),
+            'update_ms_p50': float(np.median(update_s) * 1e3) if update_s else None,
+            'update_ms_p99': float(np.percentile(update_s, 99) * 1e3) if update_s else None})
+        if first_online is None:
+            first_online = [r.tau for r in online]
+        log(f'LSTM seed {sizes.seed + k} learning online during the test runs: nMSE '
+            f'{o["nmse"]:.4f} ({online_runs_out[-1]["updates"]} updates, '
+            f'{online_runs_out[-1]["published"]} published)')
+    out['lstm'] = _mean_over_seeds(runs)
+    out['lstm_online'] = _mean_over_seeds(online_runs_out)
     if len(all_preds) > 1:
         # For scale only (the goal is the single models' mean): the seeds' average torque.
         mean_preds = [np.mean([p[i] for p in all_preds], axis=0) for i in range(len(test_prep))]
@@ -188,6 +235,8 @@ def run_baxter(root: Union[str, Path], hp: LstmHparams, sizes: BaxterSizes,
                         'lstm_nmse_per_joint': score([first_preds[i]], [d])['nmse_per_joint'],
                         'gp_nmse_per_joint': score([gp_mean[i]], [d])['nmse_per_joint'],
                         'naive_nmse_per_joint': score(naive_predictions([d]), [d])[
+                            'nmse_per_joint'],
+                        'online_nmse_per_joint': score([first_online[i]], [d])[
                             'nmse_per_joint']})
     d0 = test_prep[0]
     shown = min(len(d0.y), int(PLOT_SECONDS * BAXTER_RATE_HZ))
@@ -216,16 +265,21 @@ def run_baxter(root: Union[str, Path], hp: LstmHparams, sizes: BaxterSizes,
 
 
 def plot_nmse(result: dict, path, quick: bool) -> None:
-    """Per-joint test nMSE of naive, GP and LSTM (bars)."""
+    """Per-joint test nMSE of naive, GP, LSTM and the LSTM learning online (bars)."""
     plt = pyplot()
     s = result['scores']
     joints = result['settings']['joints']
     fig, ax = plt.subplots(figsize=(10.0, 4.2))
-    width = 0.27
+    models = [m for m in ('naive', 'gp', 'lstm', 'lstm_online') if m in s]
+    width = 0.8 / len(models)
     pos = np.arange(len(joints) + 1)
-    for i, m in enumerate(('naive', 'gp', 'lstm')):
+    labels = {**MODEL_LABELS, 'lstm': 'LSTM (offline)',
+              'lstm_online': 'LSTM learning online (prequential)'}
+    colours = {**MODEL_COLOURS, 'lstm_online': 'tab:green'}
+    for i, m in enumerate(models):
         vals = list(s[m]['nmse_per_joint']) + [s[m]['nmse']]
-        ax.bar(pos + (i - 1) * width, vals, width, color=MODEL_COLOURS[m], label=MODEL_LABELS[m])
+        ax.bar(pos + (i - (len(models) - 1) / 2) * width, vals, width, color=colours[m],
+               label=labels[m])
     ax.axhline(GOAL_NMSE, color='k', ls='--', lw=0.8, label=f'goal (mean) {GOAL_NMSE:g}')
     ax.set_xticks(pos, list(joints) + ['mean'])
     ax.set_xlabel('joint')
@@ -278,19 +332,22 @@ def markdown(result: dict) -> list[str]:
         '| model | nMSE (mean of 7) | MSE [Nm^2] | ' + ' | '.join(joints) + ' | fit [s] |',
         '|---|---|---|' + '---|' * len(joints) + '---|',
     ]
-    for m in ('naive', 'gp', 'nominal', 'lstm'):
+    for m in ('naive', 'gp', 'nominal', 'lstm', 'lstm_online'):
         if m not in sc:
             continue
         r = sc[m]
-        nm = f'{r["nmse"]:.4f}' + (f' ± {r["nmse_std"]:.4f}' if m == 'lstm' and s['seeds'] > 1
-                                   else '')
-        fit = {'naive': '-', 'gp': f'{r.get("fit_s", 0):.1f}',
-               'nominal': f'{r.get("fit_s", 0):.1f}',
-               'lstm': ' / '.join(f'{x["train_s"]:.1f}' for x in r.get('runs', []))}[m]
-        label = ('identified rigid-body model alone (the residual LSTM\'s nominal term)'
-                 if m == 'nominal' else MODEL_LABELS[m]
-                 + (' (identified model + residual)' if m == 'lstm' and 'nominal' in sc
-                    else ''))
+        nm = f'{r["nmse"]:.4f}' + (f' ± {r["nmse_std"]:.4f}' if m.startswith('lstm')
+                                   and s['seeds'] > 1 else '')
+        if m == 'lstm':
+            fit = ' / '.join(f'{x["train_s"]:.1f}' for x in r.get('runs', []))
+        else:
+            fit = {'naive': '-', 'lstm_online': '(online)'}.get(m, f'{r.get("fit_s", 0):.1f}')
+        label = {'nominal': 'identified rigid-body model alone (the residual LSTM\'s nominal '
+                            'term)',
+                 'lstm_online': 'the same LSTM learning online during each test run '
+                                '(prequential, see below)'}.get(
+            m, MODEL_LABELS.get(m, m) + (' (identified model + residual)'
+                                         if m == 'lstm' and 'nominal' in sc else ''))
         lines.append(f'| {label} | {nm} | {r["mse"]:.4g} | '
                      + ' | '.join(f'{v:.3f}' for v in r['nmse_per_joint']) + f' | {fit} |')
     if s['seeds'] > 1:
@@ -299,6 +356,8 @@ def markdown(result: dict) -> list[str]:
             + f'. For scale only, not a single model: the average of the {s["seeds"]} seeds\' '
             f'predictions scores nMSE {sc["lstm_seed_average"]["nmse"]:.4f} (the spread '
             'between seeds is variance a larger training set or an ensemble would remove).']
+    if 'lstm_online' in sc:
+        lines += ['', online_paragraph(result)]
     if 'nominal' in sc:
         f = sc['nominal']['fit']
         lines += ['', 'The LSTM learns the residual over a nominal model: the packaged Baxter '
@@ -308,10 +367,13 @@ def markdown(result: dict) -> list[str]:
                   'samples (invdyn_ros/core/identify.py; the Test runs are not used). Its fit '
                   'on the Training runs: nMSE per joint '
                   + ' / '.join(f'{v:.3f}' for v in f.get('nmse_per_joint', [])) + '.']
-    lines += ['', 'Per test run, nMSE per joint (LSTM, first seed / GP / naive):', '']
+    lines += ['', 'Per test run, nMSE per joint (LSTM, first seed / the same learning online '
+              '/ GP / naive):', '']
     for r in result['per_test_run']:
         lstm = ' '.join(f'{v:.2f}' for v in r['lstm_nmse_per_joint'])
         lines.append(f'- {r["run"]}: LSTM {lstm}'
+                     + ('; online ' + ' '.join(f'{v:.2f}' for v in r['online_nmse_per_joint'])
+                        if 'online_nmse_per_joint' in r else '')
                      + '; GP ' + ' '.join(f'{v:.2f}' for v in r['gp_nmse_per_joint'])
                      + '; naive ' + ' '.join(f'{v:.2f}' for v in r['naive_nmse_per_joint']))
     lines += ['', 'What limits the LSTM here (measured above): ' + limits(result)]
@@ -325,6 +387,35 @@ def markdown(result: dict) -> list[str]:
               'For scale, figures quoted in the issue (not measured by this run): '
               + ', '.join(f'{k} ~{v:g}' for k, v in ISSUE_REFERENCE_NMSE.items()) + '.', '']
     return lines
+
+
+def online_paragraph(result: dict) -> str:
+    """The protocol and figures of the online-learning row (see :func:`online_runs`)."""
+    on = result['scores']['lstm_online']
+    off = result['scores']['lstm']
+    r0 = on['runs'][0]
+    update = (f'; an update took {r0["update_ms_p50"]:.1f} ms median, '
+              f'{r0["update_ms_p99"]:.1f} ms at the 99th percentile, against the '
+              f'{TrainerParams().batch_size / BAXTER_RATE_HZ * 1e3:.0f} ms a window of '
+              'samples takes to arrive' if r0['update_ms_p50'] is not None else '')
+    return ('Learning during operation (the paper\'s online learning, as the trainer node does '
+            'it beside the robot): each seed\'s offline model runs through every test run '
+            'sample by sample, and each sample is predicted by the model in operation before '
+            'its measured torque is handed to the online learner (prequential: no prediction '
+            'has seen its own torque or a later one). The learner runs with the trainer '
+            'node\'s default settings, untuned for this set: windows of '
+            f'{TrainerParams().batch_size} samples, Adagrad, replay, the output layer refitted '
+            'by recursive least squares, and a new model published only when it beats the one '
+            f'in operation on held-back windows, checked every '
+            f'{TrainerParams().publish_period_s:g} s. Each test run starts again from the '
+            'offline model. nMSE per seed: ' + ', '.join(
+                f'seed {r["seed"]} {r["nmse"]:.4f} ({r["updates"]} updates, {r["published"]} '
+                f'models published, {r["no_output"]} samples without output)'
+                for r in on['runs'])
+            + f'; mean {on["nmse"]:.4f} against {off["nmse"]:.4f} for the frozen offline '
+            f'model{update}. This is not the figure of the goal above, which scores the '
+            'offline model as trained; it is what a controller would receive from the '
+            'package\'s predictor and trainer running together.')
 
 
 #: The wrist joints of the Baxter arm (small torques, std 0.1-0.2 Nm).

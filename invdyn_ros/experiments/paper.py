@@ -172,6 +172,12 @@ def report(result: dict) -> str:
     lines += [_goal_line(g) for g in result['goals']]
     if 'skipped' in result['baxter']:
         lines.append(f'- [-] Baxter goal: not measured, {result["baxter"]["skipped"]}')
+    elif 'lstm_online' in result['baxter'].get('scores', {}):
+        on = result['baxter']['scores']['lstm_online']
+        lines.append(f'- [i] Beside the goals: the Baxter LSTM learning online during the test '
+                     f'runs (the trainer node\'s defaults, each sample predicted before it is '
+                     f'learned) scores nMSE {on["nmse"]:.4g} (mean of '
+                     f'{len(on["runs"])} seed(s)); see the Baxter section.')
     lines += ['', '## LSTM hyperparameters (chosen by `invdyn tune`, not by hand)', '',
               f'From `{result["hparams_file"]}`.', '']
     from invdyn_ros.experiments.hparams import LstmHparams
