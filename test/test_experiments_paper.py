@@ -133,6 +133,12 @@ def test_lwr_part_measures_every_model_at_every_size(quick_run):
         assert r['lstm']['best_epoch'] >= 1
         assert r['lstm']['best_epoch'] <= r['lstm']['epochs']
         assert r['lstm']['epochs'] <= most
+        # Learning during operation: both ways of adapting a residual model, every test
+        # sample predicted (no refusals), the learner's updates run.
+        assert set(r['lstm_online']) == {'network', 'payload'}
+        for on in r['lstm_online'].values():
+            assert on['samples'] == r['lstm']['samples'] and np.isfinite(on['mse'])
+            assert on['no_output'] == 0 and on['updates'] > 0
         assert r['gp']['fit_s'] > 0 and r['lstm']['train_s'] > 0
     # The naive baseline does not depend on the training set.
     assert len({r['naive']['mse'] for r in part['sizes']}) == 1
@@ -191,6 +197,7 @@ def test_baxter_report_shows_the_identified_model(quick_run):
     assert 'the same LSTM learning online during each test run' in text
     assert 'predicted by the model in operation before its measured torque' in text
     assert '- [i] Beside the goals: the Baxter LSTM learning online' in text
+    assert '### Learning during operation (beside the goals)' in text
 
 
 def test_missing_baxter_data_is_reported_not_fatal(tmp_path, hp_file, monkeypatch):

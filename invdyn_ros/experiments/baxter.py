@@ -15,7 +15,8 @@ carried through each test run. Only the Test runs are scored; the tuning never l
 
 Beside the goal's figure (the offline model as trained), each seed's model is also run as the
 predictor and trainer nodes run it beside the robot, learning online during each test run
-(:func:`online_runs`: every sample predicted before its torque is learned).
+(:func:`~invdyn_ros.experiments.common.online_predictions`: every sample predicted before
+its torque is learned).
 """
 
 from __future__ import annotations
@@ -28,13 +29,12 @@ from typing import Union
 import numpy as np
 
 from invdyn_ros.core.datasets import BAXTER_JOINTS, BAXTER_RATE_HZ, load_trajectories
-from invdyn_ros.core.online_learning import OnlineConfig, PrequentialResult, prequential
 from invdyn_ros.core.params import TrainerParams
 from invdyn_ros.core.training import prepare, train_lstm
 from invdyn_ros.core.trajectory import DataError, Trajectory
 from invdyn_ros.experiments.common import (
     GpPlan, MODEL_COLOURS, MODEL_LABELS, fit_gp, gp_predictions, lstm_predictions,
-    naive_predictions, pyplot, score, with_base)
+    naive_predictions, online_predictions, online_summary, pyplot, score, with_base)
 from invdyn_ros.experiments.hparams import LstmHparams
 
 #: The Baxter goal: LSTM nMSE (mean over the 7 joints) on the Test runs at most this.
@@ -128,26 +128,6 @@ def accel_check(test: list[Trajectory], hp: LstmHparams) -> dict:
             'ref_std_per_joint': r.std(axis=0).tolist(), 'lag_samples_per_joint': lags}
 
 
-def online_runs(model, test: list[Trajectory], hp: LstmHparams, nominal, seed: int
-                ) -> list[PrequentialResult]:
-    """The offline-trained ``model`` learning online during each test run, as the trainer
-    node would beside the robot (:func:`~invdyn_ros.core.online_learning.prequential`: every
-    sample predicted before its torque is learned), each run starting from ``model``. The
-    trainer node's default settings (:class:`~invdyn_ros.core.params.TrainerParams`: windows
-    of 128 samples, Adagrad, replay, the output layer's least-squares refit, gated
-    publication every ``publish_period_s``), untuned for this set; the recorded stream's
-    stamps are its sample index over the rate (the set has no time column)."""
-    tp = TrainerParams()
-    cfg = OnlineConfig.from_params(tp, seed=seed)
-    publish_every = max(1, int(round(tp.publish_period_s * BAXTER_RATE_HZ)))
-    out = []
-    for tr in test:
-        t = tr.t if tr.t is not None else np.arange(len(tr)) / BAXTER_RATE_HZ
-        out.append(prequential(model, t, tr.q, tr.qd, tr.tau, publish_every,
-                               hp.accel_config(), cfg, hp.target, nominal))
-    return out
-
-
 def _mean_over_seeds(runs: list[dict]) -> dict:
     """Scores of several seeds (each :func:`score` plus extras) -> their mean (nMSE with its
     standard deviation over seeds), keeping the per-seed entries under ``runs``."""
@@ -208,20 +188,14 @@ def run_baxter(root: Union[str, Path], hp: LstmHparams, sizes: BaxterSizes,
             first_preds = preds
         log(f'LSTM seed {sizes.seed + k}: test nMSE {s["nmse"]:.4f} ({len(res.history)} '
             f'epochs, {res.wall_s:.1f} s)')
-        online = online_runs(res.model, test, hp, nominal, sizes.seed + k)
-        o = score([r.tau for r in online], test_prep)
-        update_s = [u for r in online for u in r.update_s]
-        online_runs_out.append({
-            **o, 'seed': sizes.seed + k, 'updates': sum(r.updates for r in online),
-            'published': sum(r.published for r in online),
-            'no_output': int(sum(np.isnan(r.tau).any(axis=1).sum() for r in online)),
-            'update_ms_p50': float(np.median(update_s) * 1e3) if update_s else None,
-            'update_ms_p99': float(np.percentile(update_s, 99) * 1e3) if update_s else None})
+        online = online_predictions(res.model, test, hp, nominal, sizes.seed + k,
+                                    BAXTER_RATE_HZ)
+        online_runs_out.append({**online_summary(online, test_prep), 'seed': sizes.seed + k})
         if first_online is None:
             first_online = [r.tau for r in online]
+        o = online_runs_out[-1]
         log(f'LSTM seed {sizes.seed + k} learning online during the test runs: nMSE '
-            f'{o["nmse"]:.4f} ({online_runs_out[-1]["updates"]} updates, '
-            f'{online_runs_out[-1]["published"]} published)')
+            f'{o["nmse"]:.4f} ({o["updates"]} updates, {o["published"]} published)')
     out['lstm'] = _mean_over_seeds(runs)
     out['lstm_online'] = _mean_over_seeds(online_runs_out)
     if len(all_preds) > 1:

@@ -32,7 +32,11 @@ from typing import Optional, Sequence
 import numpy as np
 
 from invdyn_ros.core.accel import AccelConfig
+from invdyn_ros.core.online_learning import OnlineConfig, prequential, PrequentialResult
+from invdyn_ros.core.params import TrainerParams
 from invdyn_ros.core.training import Prepared, mse_scores, predict_sequence
+from invdyn_ros.core.trajectory import Trajectory
+from invdyn_ros.experiments.hparams import LstmHparams
 
 #: First sample of each test trajectory that is scored (the naive baseline needs tau[k-1]).
 SCORE_FROM = 1
@@ -56,6 +60,42 @@ def with_base(preds: Sequence[np.ndarray], data: Sequence[Prepared]) -> list[np.
     (:meth:`Prepared.published`): a 'residual_rbd' target's nominal term added back; the
     full torque as it is."""
     return [d.published(p)[0] for p, d in zip(preds, data)]
+
+
+def online_predictions(model, trajs: Sequence[Trajectory], hp: LstmHparams, nominal,
+                       seed: int, rate_hz: float, adapt: str = 'network'
+                       ) -> list[PrequentialResult]:
+    """The offline-trained ``model`` learning online during each trajectory, as the trainer
+    node would beside the robot (:func:`~invdyn_ros.core.online_learning.prequential`: every
+    sample predicted before its torque is learned), each trajectory starting again from
+    ``model``. The trainer node's default settings
+    (:class:`~invdyn_ros.core.params.TrainerParams`: windows of 128 samples, Adagrad, replay,
+    the output layer's least-squares refit, gated publication every ``publish_period_s``),
+    untuned for the data; ``adapt`` 'network' (the weights) or 'payload' (the nominal model's
+    flange load; a 'residual_rbd' model). Stamps are the recorded ones, else the sample index
+    over ``rate_hz``."""
+    tp = TrainerParams()
+    cfg = OnlineConfig.from_params(tp, seed=seed, adapt=adapt)
+    publish_every = max(1, int(round(tp.publish_period_s * rate_hz)))
+    out = []
+    for tr in trajs:
+        t = tr.t if tr.t is not None else np.arange(len(tr)) / rate_hz
+        out.append(prequential(model, t, tr.q, tr.qd, tr.tau, publish_every,
+                               hp.accel_config(), cfg, hp.target, nominal))
+    return out
+
+
+def online_summary(results: Sequence[PrequentialResult], data: Sequence[Prepared]) -> dict:
+    """:func:`score` of :func:`online_predictions`' torques on ``data``, with the updates run,
+    models published, samples without output and the update time [ms] (median, 99th
+    percentile)."""
+    update_s = [u for r in results for u in r.update_s]
+    return {**score([r.tau for r in results], data),
+            'updates': sum(r.updates for r in results),
+            'published': sum(r.published for r in results),
+            'no_output': int(sum(np.isnan(r.tau).any(axis=1).sum() for r in results)),
+            'update_ms_p50': float(np.median(update_s) * 1e3) if update_s else None,
+            'update_ms_p99': float(np.percentile(update_s, 99) * 1e3) if update_s else None}
 
 
 def gp_predictions(gp, data: Sequence[Prepared]) -> tuple[list[np.ndarray], list[np.ndarray]]:

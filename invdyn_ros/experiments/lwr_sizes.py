@@ -47,15 +47,18 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from invdyn_ros.core.params import LWR_JOINTS_1_TO_5
+from invdyn_ros.core.params import LWR_JOINTS_1_TO_5, TrainerParams
 from invdyn_ros.core.training import Prepared, prepare, train_lstm
 from invdyn_ros.core.trajectory import Trajectory
 from invdyn_ros.experiments.common import (
     GpPlan, MODEL_COLOURS, MODEL_LABELS, fit_gp, gp_predictions, lstm_predictions,
-    naive_predictions, pyplot, score, with_base)
+    naive_predictions, online_predictions, online_summary, pyplot, score, with_base)
 from invdyn_ros.experiments.hparams import LstmHparams
 
 JOINTS = LWR_JOINTS_1_TO_5
+#: What the online learner adapts in the learning-during-operation rows (see
+#: :func:`~invdyn_ros.experiments.common.online_predictions`).
+ONLINE_ADAPT = ('network', 'payload')
 #: Simulator (control and physics) rate [Hz] and the decimation to the learning data's rate.
 SIM_RATE_HZ = 1000.0
 DECIMATION = 10
@@ -305,6 +308,12 @@ def run_lwr(hp: LstmHparams, sizes: LwrSizes, verbose: bool = True) -> dict:
                        'train_s': res.wall_s, 'epochs': len(res.history),
                        'best_epoch': res.best_epoch, 'max_epochs': most,
                        'patience': patience, 'train_samples': res.train_samples}
+        # The same model learning online during each test run (beside the goals, which score
+        # the offline model): its weights, and for a residual model its flange payload.
+        row['lstm_online'] = {
+            adapt: online_summary(online_predictions(res.model, test_runs, hp, nominal,
+                                                     sizes.seed, RATE_HZ, adapt), test_prep)
+            for adapt in ONLINE_ADAPT if adapt == 'network' or hp.target == 'residual_rbd'}
         rows.append(row)
         models = {'gp': gp, 'lstm': res.model, 'n': n}
         same = row.get('gp_same_target')
@@ -312,7 +321,10 @@ def run_lwr(hp: LstmHparams, sizes: LwrSizes, verbose: bool = True) -> dict:
             f'({plan.kind}, {info["fit_s"]:.1f} s)'
             + (f', GP + nominal {same["mse"]:.4g} ({same["fit_s"]:.1f} s)' if same else '')
             + f', LSTM {row["lstm"]["mse"]:.4g} '
-            f'(best epoch {res.best_epoch} of {len(res.history)}, {res.wall_s:.1f} s) [Nm^2]')
+            f'(best epoch {res.best_epoch} of {len(res.history)}, {res.wall_s:.1f} s); '
+            'learning online: ' + ', '.join(f'{a} {v["mse"]:.4g}'
+                                            for a, v in row['lstm_online'].items())
+            + ' [Nm^2]')
     # Where the torque comes from (the simulator's ground truth on the test runs).
     tau = np.concatenate([t.tau for t in test_runs])
     fric = np.concatenate([t.meta['tau_friction'][:, :len(JOINTS)] for t in test_runs])
@@ -603,6 +615,7 @@ def markdown(result: dict) -> list[str]:
             f'{r["gp"]["fit_s"]:.1f} | {r["lstm"]["best_epoch"]} / {r["lstm"]["epochs"]} | '
             f'{r["lstm"]["train_s"]:.1f} | '
             f'{paper} |')
+    lines += online_markdown(result)
     last = result['sizes'][-1]
     lines += ['', f'Per-joint test nMSE at {last["n"]} samples (joints 1-5): '
               + '; '.join(f'{m} ' + ' / '.join(f'{v:.3f}' for v in last[m]['nmse_per_joint'])
@@ -652,6 +665,36 @@ def markdown(result: dict) -> list[str]:
               f'{result["fig8"]["seconds"]:.2f} s [Nm^2]: '
               + ', '.join(f'{m} {result["fig8"]["scores"][m]["mse"]:.4g}'
                           for m in ('naive', 'gp', 'lstm')), '']
+    return lines
+
+
+def online_markdown(result: dict) -> list[str]:
+    """The learning-during-operation table: each size's offline LSTM and the same model
+    learning online during the test runs."""
+    rows = [r for r in result['sizes'] if r.get('lstm_online')]
+    if not rows:
+        return []
+    adapts = list(rows[0]['lstm_online'])
+    tp = TrainerParams()
+    lines = ['', '### Learning during operation (beside the goals)', '',
+             'Each size\'s LSTM also ran through every test run as the predictor and trainer '
+             'nodes run it beside the robot: each sample predicted by the model in operation '
+             'before its measured torque reaches the online learner, each run starting again '
+             'from the offline model (prequential; no prediction has seen its own torque or a '
+             'later one). The trainer node\'s default settings, untuned for this set: windows '
+             f'of {tp.batch_size} samples ({tp.batch_size / RATE_HZ:g} s here), Adagrad, '
+             'replay, the output layer refitted by recursive least squares, a model published '
+             f'only when it beats the one in operation on held-back windows, checked every '
+             f'{tp.publish_period_s:g} s. What adapts: the network\'s weights (`adapt: '
+             'network`), or, for a residual model, only the flange payload of its nominal '
+             'model (`adapt: payload`). The goals score the offline model.', '',
+             '| samples | LSTM offline MSE | ' + ' | '.join(
+                 f'learning online ({a}) MSE | models published ({a})' for a in adapts) + ' |',
+             '|---|---|' + '---|---|' * len(adapts)]
+    for r in rows:
+        on = r['lstm_online']
+        lines.append(f'| {r["n"]} | {r["lstm"]["mse"]:.4g} | ' + ' | '.join(
+            f'{on[a]["mse"]:.4g} | {on[a]["published"]}' for a in adapts) + ' |')
     return lines
 
 
