@@ -262,9 +262,29 @@ class _progress:
         self._bar.close()
 
 
+def _trainer_params(args: argparse.Namespace):
+    """The trainer node's settings for ``eval --online``: its defaults, or the file's, with
+    ``--adapt`` on top; validated like the node's."""
+    from invdyn_ros.core.params import node_yaml_values, ParamError, TrainerParams
+    try:
+        values = node_yaml_values(args.trainer_params, 'trainer') if args.trainer_params \
+            else {}
+        if args.adapt:
+            values['adapt'] = args.adapt
+        return TrainerParams.from_dict(values)
+    except (ParamError, TypeError) as e:
+        raise CliError(f'--trainer-params: {e}') from None
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from invdyn_ros.core.evaluate import evaluate_model
-    report = evaluate_model(args.model, args.data, topic=args.topic)
+    if (args.trainer_params or args.adapt) and not args.online:
+        raise CliError('--trainer-params and --adapt apply only with --online')
+    online = _trainer_params(args) if args.online else None
+    try:
+        report = evaluate_model(args.model, args.data, topic=args.topic, online=online)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     _print_scores(report)
     if args.json:
         _write_json(args.json, report)
@@ -274,7 +294,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _print_scores(report: dict) -> None:
     print(f'model {report["model"]} on {report["samples"]} samples '
-          f'({report["trajectories"]} trajectories, step by step, state carried)')
+          f'({report["trajectories"]} trajectories; {report["mode"]})')
     if 'target' in report:
         print(f'  target {report["target"]}: scores of {report["published"]}, against '
               f'{report["scored_against"]}')
@@ -283,6 +303,12 @@ def _print_scores(report: dict) -> None:
         print(f'  {name:<16}{report["mse_per_joint"][j]:>14.5g}'
               f'{report["nmse_per_joint"][j]:>10.4f}')
     print(f'  {"overall":<16}{report["mse"]:>14.5g}{report["nmse"]:>10.4f}')
+    if 'online' in report:
+        on = report['online']
+        print(f'  {"frozen model":<16}{report["frozen_mse"]:>14.5g}'
+              f'{report["frozen_nmse"]:>10.4f}   (the same model without learning)')
+        print(f'  learning online (adapt {on["adapt"]}): {on["updates"]} updates, '
+              f'{on["published"]} models published')
     if 'nominal_mse' in report:
         print(f'  {"nominal alone":<16}{report["nominal_mse"]:>14.5g}'
               f'{report["nominal_nmse"]:>10.4f}')
@@ -447,6 +473,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
 # --- parser --------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from invdyn_ros.core.params import TRAINER_ADAPT
     p = argparse.ArgumentParser(
         prog='invdyn', description='Learn and serve robot inverse dynamics with a stateful LSTM.')
     p.add_argument('-v', '--verbose', action='store_true', help='log more')
@@ -559,6 +586,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument('--data', nargs='+', required=True)
     e.add_argument('--topic', default='/joint_states')
     e.add_argument('--json', help='also write the scores as JSON here')
+    e.add_argument('--online', action='store_true',
+                   help='score the LSTM learning online during each trajectory, as the '
+                   'predictor and trainer nodes run together (each sample predicted before '
+                   'its torque is learned), beside the frozen model')
+    e.add_argument('--trainer-params', metavar='YAML',
+                   help='with --online: the trainer node\'s parameter file (config/trainer.yaml '
+                   'form; default: its defaults)')
+    e.add_argument('--adapt', choices=TRAINER_ADAPT,
+                   help='with --online: what learns (overrides the file)')
     e.set_defaults(func=cmd_eval)
 
     m = sub.add_parser('model', help='inspect checkpoints')

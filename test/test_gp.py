@@ -412,3 +412,12 @@ def test_checkpoint_refuses_damaged_gp(exact, sparse) -> None:
 def test_unfitted_gp_not_saved() -> None:
     with pytest.raises(ValueError, match='unfitted GP'):
         checkpoint_to_bytes(GpInverseDynamics(_config()), {})
+
+
+def test_a_gp_does_not_learn_online(exact, tmp_path: Path) -> None:
+    from invdyn_ros.core.evaluate import evaluate_model
+    from invdyn_ros.core.params import TrainerParams
+    model, _ = exact
+    gp_path = save_checkpoint(tmp_path / 'gp.npz', model, {})
+    with pytest.raises(ValueError, match='GP checkpoint: only an LSTM learns online'):
+        evaluate_model(gp_path, [tmp_path / 'none'], online=TrainerParams())

@@ -258,3 +258,63 @@ def test_online_output_adds_an_identified_nominal_model(trained):
         want = b + ident.rnea(tr.q[k], tr.qd[k], qdd[k])
         np.testing.assert_allclose(a, want, atol=1e-8)
         assert not np.allclose(want, b + trained['nominal'].rnea(tr.q[k], tr.qd[k], qdd[k]))
+
+
+def test_eval_online_scores_the_model_learning_during_each_run(trained, tmp_path, capsys):
+    """`invdyn eval --online`: the LSTM learning online (prequential) beside the frozen model,
+    with the trainer node's settings from its parameter file; the frozen figures are those of
+    a plain eval."""
+    from invdyn_ros import cli
+    model = str(trained['paths']['residual_rbd'])
+    data = str(trained['d'] / 'test.npz')
+    params = tmp_path / 'trainer.yaml'
+    params.write_text('/**/trainer:\n  ros__parameters:\n    batch_size: 64\n    context: 32\n'
+                      '    holdout_every: 3\n    publish_period_s: 0.1\n')
+    plain = tmp_path / 'plain.json'
+    assert cli.main(['eval', '--model', model, '--data', data, '--json', str(plain)]) == 0
+    for adapt in ('network', 'payload'):
+        out = tmp_path / f'{adapt}.json'
+        assert cli.main(['eval', '--model', model, '--data', data, '--online',
+                         '--trainer-params', str(params), '--adapt', adapt,
+                         '--json', str(out)]) == 0
+        text = capsys.readouterr().out
+        assert f'learning online (adapt {adapt})' in text and 'frozen model' in text
+        rep, ref = json.loads(out.read_text()), json.loads(plain.read_text())
+        assert rep['online']['adapt'] == adapt and rep['online']['updates'] > 0
+        assert rep['online']['published'] >= 1       # publications every 0.1 s of data
+        assert rep['frozen_mse'] == pytest.approx(ref['mse'], rel=1e-12)
+        assert np.isfinite(rep['mse']) and rep['mse'] != rep['frozen_mse']
+        assert rep['scored_samples'] == ref['scored_samples']
+        assert 'learning online' in rep['mode']
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--adapt', 'payload'], 'apply only with --online'),
+    (['--trainer-params', 'x.yaml'], 'apply only with --online'),
+    (['--online', '--trainer-params', 'missing.yaml'], 'cannot read'),
+    (['--online', '--trainer-params', '{bad}'], None),
+])
+def test_eval_online_refuses_bad_arguments(trained, tmp_path, capsys, args, message):
+    from invdyn_ros import cli
+    if args[-1] == '{bad}':
+        bad = tmp_path / 'bad.yaml'
+        bad.write_text('/**/trainer:\n  ros__parameters:\n    batch_size: -3\n')
+        args = args[:-1] + [str(bad)]
+        message = 'batch_size'
+    rc = cli.main(['eval', '--model', str(trained['paths']['residual_rbd']), '--data',
+                   str(trained['d'] / 'test.npz')] + args)
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and 'Traceback' not in err
+
+
+def test_node_yaml_values_reads_the_shipped_trainer_file(tmp_path):
+    from invdyn_ros.core.params import node_yaml_values, ParamError, TrainerParams
+    values = node_yaml_values(str(REPO / 'config' / 'trainer.yaml'), 'trainer')
+    assert TrainerParams.from_dict(values) == TrainerParams()
+    other = tmp_path / 'p.yaml'
+    other.write_text('/**/predictor:\n  ros__parameters: {}\n')
+    with pytest.raises(ParamError, match="no '/\\*\\*/trainer: ros__parameters:' section"):
+        node_yaml_values(str(other), 'trainer')
+    other.write_text('a: [\n')
+    with pytest.raises(ParamError, match='not a YAML file'):
+        node_yaml_values(str(other), 'trainer')

@@ -12,6 +12,10 @@ measured torque minus the nominal gravity g(q). The report also gives the nomina
 on the same samples (``nominal_mse``: RNEA on the same acceleration estimate, or for
 'residual_gravity' a zero residual, i.e. gravity compensation alone), the bar a residual model
 has to beat.
+
+With ``online`` (``invdyn eval --online``) an LSTM is scored learning online during each
+trajectory, as the predictor and trainer nodes run together beside the robot: each sample is
+predicted before its torque reaches the learner, so no prediction has seen its own torque.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from invdyn_ros.core.accel import AccelConfig
 from invdyn_ros.core.checkpoint import load_checkpoint
 from invdyn_ros.core.datasets import load_trajectories
 from invdyn_ros.core.online import OnlinePredictor, run_online
+from invdyn_ros.core.online_learning import OnlineConfig, prequential
+from invdyn_ros.core.params import TrainerParams
 from invdyn_ros.core.targets import (check_target, DEFAULT_TARGET, PUBLISHED, RESIDUAL_TARGETS,
                                      SCORED_AGAINST, spec_from_meta)
 from invdyn_ros.core.training import mse_scores, prepare
@@ -43,6 +49,29 @@ def predict_trajectories(model, accel: AccelConfig, trajs: Sequence[Trajectory],
         tau, _ = run_online(pred, tr.times(), tr.q, tr.qd)
         out.append(tau)
     return out
+
+
+def predict_online_trajectories(model, accel: AccelConfig, trajs: Sequence[Trajectory],
+                                params: TrainerParams, target: str = DEFAULT_TARGET,
+                                nominal: Optional[Any] = None
+                                ) -> tuple[list[np.ndarray], dict]:
+    """Published torques [Nm] (T, d) per trajectory of the LSTM learning online during it, as
+    the predictor and trainer nodes run together
+    (:func:`~invdyn_ros.core.online_learning.prequential`: each sample predicted before its
+    torque is learned), each trajectory starting again from ``model``, with the trainer's
+    settings ``params`` (a publication check every ``publish_period_s`` of the trajectory's
+    sample rate). Returns the torques and the updates run and models published."""
+    cfg = OnlineConfig.from_params(params)
+    out, updates, published = [], 0, 0
+    for tr in trajs:
+        tr = tr.select(model.config.joint_names)
+        every = max(1, int(round(params.publish_period_s * tr.rate_hz)))
+        r = prequential(model, tr.times(), tr.q, tr.qd, tr.tau, every, accel, cfg, target,
+                        nominal)
+        out.append(r.tau)
+        updates += r.updates
+        published += r.published
+    return out, {'updates': updates, 'published': published}
 
 
 def predict_gp_trajectories(gp, accel: AccelConfig, trajs: Sequence[Trajectory],
@@ -76,10 +105,20 @@ def reference_torques(trajs: Sequence[Trajectory], joint_names: Sequence[str],
 
 
 def evaluate_model(model_path: Union[str, Path], data: Sequence[Union[str, Path]],
-                   topic: str = '/joint_states') -> dict:
+                   topic: str = '/joint_states', online: Optional[TrainerParams] = None
+                   ) -> dict:
     """Scores of the checkpoint at ``model_path`` (LSTM or GP, any target) on ``data`` (any
-    loader's input); see the module docstring for what is scored."""
+    loader's input); see the module docstring for what is scored.
+
+    ``online``: the trainer node's settings; the LSTM is then scored learning online during
+    each trajectory (:func:`predict_online_trajectories`), and the report adds the frozen
+    model's scores on the same samples (``frozen_mse``, ``frozen_nmse``,
+    ``frozen_nmse_per_joint``) and ``online`` (adapt, updates, models published). A GP does
+    not learn online: ValueError."""
     model, meta = load_checkpoint(model_path, expect_kind=None)
+    is_gp = meta.get('kind') == 'gp'
+    if online is not None and is_gp:
+        raise ValueError(f'{model_path} is a GP checkpoint: only an LSTM learns online')
     names = model.config.joint_names
     trajs = load_trajectories(data, names, topic)
     accel = AccelConfig.from_dict(meta.get('accel_config', {}))
@@ -88,23 +127,40 @@ def evaluate_model(model_path: Union[str, Path], data: Sequence[Union[str, Path]
     if target in RESIDUAL_TARGETS:
         from invdyn_ros.core.nominal import NominalModel
         nominal = NominalModel(spec_from_meta(meta))
-    if meta.get('kind') == 'gp':
+    frozen = None
+    if is_gp:
         preds = predict_gp_trajectories(model, accel, trajs, target, nominal)
     else:
         preds = predict_trajectories(model, accel, trajs, target, nominal)
+    if online is not None:
+        frozen = preds
+        preds, online_info = predict_online_trajectories(model, accel, trajs, online, target,
+                                                         nominal)
     y, nominal_pred = reference_torques(trajs, names, accel, target, nominal)
     p = np.concatenate(preds)
     valid = np.all(np.isfinite(p), axis=1)
+    if frozen is not None:
+        # Both on the same samples (they refuse the same inputs: the learner keeps the
+        # model's normalisation).
+        f = np.concatenate(frozen)
+        valid &= np.all(np.isfinite(f), axis=1)
     if not valid.any():
         raise DataError(', '.join(map(str, data)), 'the model produced no valid output')
     report = mse_scores(y[valid], p[valid])
+    mode = 'static GP, same causal inputs' if is_gp else 'step-by-step, state carried'
+    if online is not None:
+        mode += (f', learning online (adapt {online.adapt}; each sample predicted before its '
+                 'torque is learned)')
     report.update(model=str(model_path), joint_names=list(names), samples=int(len(y)),
                   scored_samples=int(valid.sum()), trajectories=len(trajs),
-                  data=[str(d) for d in data], kind=meta.get('kind', 'lstm'),
-                  mode=('static GP, same causal inputs' if meta.get('kind') == 'gp'
-                        else 'step-by-step, state carried'),
+                  data=[str(d) for d in data], kind=meta.get('kind', 'lstm'), mode=mode,
                   target=target, published=PUBLISHED[target],
                   scored_against=SCORED_AGAINST[target])
+    if frozen is not None:
+        base = mse_scores(y[valid], f[valid])
+        report.update(frozen_mse=base['mse'], frozen_nmse=base['nmse'],
+                      frozen_nmse_per_joint=base['nmse_per_joint'],
+                      online={'adapt': online.adapt, **online_info})
     if nominal_pred is not None:
         base = mse_scores(y[valid], nominal_pred[valid])
         report.update(nominal_mse=base['mse'], nominal_nmse=base['nmse'],

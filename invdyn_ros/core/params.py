@@ -84,6 +84,27 @@ class NodeParams:
         raise NotImplementedError
 
 
+def node_yaml_values(path: str, node: str) -> dict[str, Any]:
+    """The ``ros__parameters`` of ``node`` in a ROS 2 parameter file (this package's
+    ``config/<node>.yaml`` form: keyed ``/**/<node>``, ``/<node>`` or ``<node>``).
+
+    Raises ParamError naming the file when it cannot be read, is not YAML, or holds no
+    parameters for ``node``."""
+    import yaml
+    try:
+        with open(path, encoding='utf-8') as f:
+            doc = yaml.safe_load(f)
+    except OSError as e:
+        raise ParamError(f'{path}: cannot read: {e.strerror or e}') from None
+    except yaml.YAMLError as e:
+        raise ParamError(f'{path}: not a YAML file: {e}') from None
+    for key in (f'/**/{node}', f'/{node}', node):
+        entry = doc.get(key) if isinstance(doc, dict) else None
+        if isinstance(entry, dict) and isinstance(entry.get('ros__parameters'), dict):
+            return dict(entry['ros__parameters'])
+    raise ParamError(f"{path}: no '/**/{node}: ros__parameters:' section")
+
+
 @dataclass
 class PredictorParams(NodeParams):
     """Parameters of the predictor node."""
