@@ -513,20 +513,34 @@ def prequential(model: LstmInverseDynamics, t: np.ndarray, q: np.ndarray, qd: np
         r = predictor.update(float(t[k]), q[k], qd[k])
         if r.tau is not None:
             out[k] = r.tau
-        if learner.add_sample(float(t[k]), q[k], qd[k], tau[k]):
-            t0 = time.perf_counter()
-            if learner.train_pending():
-                update_s.append(time.perf_counter() - t0)
-        if k > 0 and k % publish_every == 0:
-            cand = learner.candidate()
-            if cand is not None:
-                new_nominal = None
-                if config.adapt == 'payload':
-                    # The same network on a nominal model carrying the new payload (the
-                    # predictor node rebuilds it the same way).
-                    from invdyn_ros.core.nominal import NominalModel
-                    new_nominal = NominalModel(learner.published_spec)
-                predictor.swap_model(cand, nominal=new_nominal)
-                published += 1
+        published += learn_step(learner, predictor, k, float(t[k]), q[k], qd[k], tau[k],
+                                publish_every, update_s)
     return PrequentialResult(out, int(learner.stats['updates'] + learner.stats['payload_updates']),
                              published, update_s)
+
+
+def learn_step(learner: OnlineLearner, predictor: OnlinePredictor, k: int, t: float,
+               q: np.ndarray, qd: np.ndarray, tau: np.ndarray, publish_every: int,
+               update_s: list) -> bool:
+    """Sample ``k`` (stamp t [s], q [rad], qd [rad/s], tau [Nm], each (d,)) into ``learner``,
+    the update it completes run at once (its wall time appended to ``update_s`` [s]), and
+    every ``publish_every`` samples a candidate that passes the gate swapped into
+    ``predictor``, as the trainer node publishes and the predictor loads it. Returns whether a
+    model was swapped in."""
+    if learner.add_sample(t, q, qd, tau):
+        t0 = time.perf_counter()
+        if learner.train_pending():
+            update_s.append(time.perf_counter() - t0)
+    if k == 0 or k % publish_every:
+        return False
+    cand = learner.candidate()
+    if cand is None:
+        return False
+    new_nominal = None
+    if learner.config.adapt == 'payload':
+        # The same network on a nominal model carrying the new payload (the predictor node
+        # rebuilds it the same way).
+        from invdyn_ros.core.nominal import NominalModel
+        new_nominal = NominalModel(learner.published_spec)
+    predictor.swap_model(cand, nominal=new_nominal)
+    return True

@@ -259,8 +259,7 @@ def run_closed_loop(models: Optional[Models], condition: str, motion: str, paylo
         predictor = OnlinePredictor(model, models.accel, limits, target=target,
                                     nominal=models.nominal if target != 'full' else None)
         if condition in ('online', 'payload'):
-            from invdyn_ros.core.nominal import NominalModel
-            from invdyn_ros.core.online_learning import OnlineConfig, OnlineLearner
+            from invdyn_ros.core.online_learning import learn_step, OnlineConfig, OnlineLearner
             from invdyn_ros.core.params import TrainerParams
             tp = TrainerParams()
             overrides = {'seed': seed, 'adapt': 'payload' if condition == 'payload'
@@ -303,19 +302,8 @@ def run_closed_loop(models: Optional[Models], condition: str, motion: str, paylo
             if ff is not None and fb is not None:
                 fb[k] = tau_m[COLS] - ff
             if learner is not None:
-                if learner.add_sample(t, q_m[COLS], qd_m[COLS], tau_m[COLS]):
-                    t1 = time.perf_counter()
-                    if learner.train_pending():
-                        update_s.append(time.perf_counter() - t1)
-                if k > 0 and k % publish_every == 0:
-                    cand = learner.candidate()
-                    if cand is not None:
-                        # adapt: payload publishes the same network on a nominal model
-                        # carrying the new payload (the predictor node rebuilds it the same
-                        # way).
-                        predictor.swap_model(cand, nominal=NominalModel(
-                            learner.published_spec) if condition == 'payload' else None)
-                        swaps += 1
+                swaps += learn_step(learner, predictor, k, t, q_m[COLS], qd_m[COLS],
+                                    tau_m[COLS], publish_every, update_s)
     info = None
     if learner is not None:
         info = {'updates': int(learner.stats['updates'] + learner.stats['payload_updates']),
