@@ -592,7 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
                    'its torque is learned), beside the frozen model')
     e.add_argument('--trainer-params', metavar='YAML',
                    help='with --online: the trainer node\'s parameter file (config/trainer.yaml '
-                   'form; default: its defaults)')
+                   'form; default: its defaults). Its learning settings are used; the '
+                   'acceleration filter (max_gap_s too) is the checkpoint\'s, as in plain eval, '
+                   'and model_path, joint_names, topics, recording and threads do not apply')
     e.add_argument('--adapt', choices=TRAINER_ADAPT,
                    help='with --online: what learns (overrides the file)')
     e.set_defaults(func=cmd_eval)

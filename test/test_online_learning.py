@@ -272,7 +272,8 @@ def test_prequential_learning_beats_the_frozen_model_after_a_dynamics_change():
     late = slice(n // 2, n)
     err_online = np.mean((res.tau[late] - tau[late]) ** 2)
     err_frozen = np.mean((frozen[late] - tau[late]) ** 2)
-    assert res.published >= 3 and len(res.update_s) == res.updates
+    # update_s also times an update that diverged and was discarded (none here).
+    assert res.published >= 3 and len(res.update_s) >= res.updates > 0
     assert err_online < 0.5 * err_frozen
     # The starting model is left as it was.
     again, _ = run_online(OnlinePredictor(model), t, q, qd)

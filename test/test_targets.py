@@ -288,23 +288,64 @@ def test_eval_online_scores_the_model_learning_during_each_run(trained, tmp_path
         assert 'learning online' in rep['mode']
 
 
+BAD_TRAINER_YAML = {
+    'negative': ('batch_size: -3', 'parameter batch_size must be a positive number'),
+    'float for int': ('batch_size: 64.5', 'parameter batch_size must be an integer'),
+    'float context': ('context: 1.5', 'parameter context must be an integer'),
+    'float replay': ('replay_batches: 1.5', 'parameter replay_batches must be an integer'),
+    'float recent': ('holdout_recent: 1.5', 'parameter holdout_recent must be an integer'),
+    'int topic': ('samples_topic: 5', 'parameter samples_topic must be a string'),
+    'str for bool': ('head_rls: yes_please', 'parameter head_rls must be a bool'),
+    'str nice': ('nice: abc', 'parameter nice must be an integer'),
+    'joints': ('joint_names: 5', 'parameter joint_names must be a list of strs'),
+    'unknown': ('colour: 3', "unknown parameters ['colour']"),
+}
+
+
 @pytest.mark.parametrize('args, message', [
     (['--adapt', 'payload'], 'apply only with --online'),
     (['--trainer-params', 'x.yaml'], 'apply only with --online'),
     (['--online', '--trainer-params', 'missing.yaml'], 'cannot read'),
-    (['--online', '--trainer-params', '{bad}'], None),
+] + [(['--online', '--trainer-params', f'{{{k}}}'], None) for k in BAD_TRAINER_YAML] + [
+    (['--online', '--trainer-params', '{binary}'], 'not a text file'),
+    (['--online', '--trainer-params', '{list}'], "no '/**/trainer: ros__parameters:'"),
 ])
 def test_eval_online_refuses_bad_arguments(trained, tmp_path, capsys, args, message):
     from invdyn_ros import cli
-    if args[-1] == '{bad}':
+    if args[-1].startswith('{'):
+        key = args[-1][1:-1]
         bad = tmp_path / 'bad.yaml'
-        bad.write_text('/**/trainer:\n  ros__parameters:\n    batch_size: -3\n')
+        if key == 'binary':
+            bad.write_bytes(b'\xff\xfe\x00bad')
+        elif key == 'list':
+            bad.write_text('- 1\n- 2\n')
+        else:
+            line, message = BAD_TRAINER_YAML[key]
+            bad.write_text(f'/**/trainer:\n  ros__parameters:\n    {line}\n')
         args = args[:-1] + [str(bad)]
-        message = 'batch_size'
     rc = cli.main(['eval', '--model', str(trained['paths']['residual_rbd']), '--data',
                    str(trained['d'] / 'test.npz')] + args)
     err = capsys.readouterr().err
     assert rc == 2 and message in err and 'Traceback' not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_eval_online_payload_needs_a_residual_rbd_model(trained, capsys):
+    from invdyn_ros import cli
+    rc = cli.main(['eval', '--model', str(trained['paths']['full']), '--data',
+                   str(trained['d'] / 'test.npz'), '--online', '--adapt', 'payload'])
+    err = capsys.readouterr().err
+    assert rc == 2 and "adapt 'payload' needs a 'residual_rbd' model" in err
+
+
+def test_trainer_yaml_reads_floats_as_ros_does(tmp_path):
+    """ROS 2 reads 1e-3 as a double; plain YAML 1.1 (PyYAML) as a string."""
+    from invdyn_ros.core.params import node_yaml_values, TrainerParams
+    f = tmp_path / 'trainer.yaml'
+    f.write_text('/**/trainer:\n  ros__parameters:\n    learning_rate: 1e-3\n'
+                 '    rls_ridge: 2.5E+1\n    model_topic: /e3\n')
+    p = TrainerParams.from_dict(node_yaml_values(str(f), 'trainer'))
+    assert (p.learning_rate, p.rls_ridge, p.model_topic) == (1e-3, 25.0, '/e3')
 
 
 def test_node_yaml_values_reads_the_shipped_trainer_file(tmp_path):

@@ -60,7 +60,9 @@ def predict_online_trajectories(model, accel: AccelConfig, trajs: Sequence[Traje
     (:func:`~invdyn_ros.core.online_learning.prequential`: each sample predicted before its
     torque is learned), each trajectory starting again from ``model``, with the trainer's
     settings ``params`` (a publication check every ``publish_period_s`` of the trajectory's
-    sample rate). Returns the torques and the updates run and models published."""
+    sample rate), predictor and learner on the checkpoint's acceleration settings (as plain
+    eval, so the frozen figures equal its own). Returns the torques and the updates run and
+    models published."""
     cfg = OnlineConfig.from_params(params)
     out, updates, published = [], 0, 0
     for tr in trajs:
@@ -113,16 +115,21 @@ def evaluate_model(model_path: Union[str, Path], data: Sequence[Union[str, Path]
     ``online``: the trainer node's settings; the LSTM is then scored learning online during
     each trajectory (:func:`predict_online_trajectories`), and the report adds the frozen
     model's scores on the same samples (``frozen_mse``, ``frozen_nmse``,
-    ``frozen_nmse_per_joint``) and ``online`` (adapt, updates, models published). A GP does
-    not learn online: ValueError."""
+    ``frozen_nmse_per_joint``, each on the samples where the frozen model gave a torque, as
+    plain eval; ``nominal_*`` too) and ``online`` (adapt, updates, models published, samples
+    where only the learning model gave none). A GP does not learn online, nor does a
+    non-residual model adapt a payload: ValueError."""
     model, meta = load_checkpoint(model_path, expect_kind=None)
     is_gp = meta.get('kind') == 'gp'
     if online is not None and is_gp:
         raise ValueError(f'{model_path} is a GP checkpoint: only an LSTM learns online')
+    target = meta.get('target', DEFAULT_TARGET)
+    if online is not None and online.adapt == 'payload' and target != 'residual_rbd':
+        raise ValueError(f"adapt 'payload' needs a 'residual_rbd' model (its nominal model "
+                         f"carries the payload); {model_path} learned {target!r}")
     names = model.config.joint_names
     trajs = load_trajectories(data, names, topic)
     accel = AccelConfig.from_dict(meta.get('accel_config', {}))
-    target = meta.get('target', DEFAULT_TARGET)
     nominal = None
     if target in RESIDUAL_TARGETS:
         from invdyn_ros.core.nominal import NominalModel
@@ -139,13 +146,12 @@ def evaluate_model(model_path: Union[str, Path], data: Sequence[Union[str, Path]
     y, nominal_pred = reference_torques(trajs, names, accel, target, nominal)
     p = np.concatenate(preds)
     valid = np.all(np.isfinite(p), axis=1)
-    if frozen is not None:
-        # Both on the same samples (they refuse the same inputs: the learner keeps the
-        # model's normalisation).
-        f = np.concatenate(frozen)
-        valid &= np.all(np.isfinite(f), axis=1)
     if not valid.any():
         raise DataError(', '.join(map(str, data)), 'the model produced no valid output')
+    # The frozen model on its own valid samples, as plain eval scores it (so its figures are
+    # plain eval's); the samples where only the learning model gave no torque are counted.
+    f = np.concatenate(frozen) if frozen is not None else p
+    fvalid = np.all(np.isfinite(f), axis=1)
     report = mse_scores(y[valid], p[valid])
     mode = 'static GP, same causal inputs' if is_gp else 'step-by-step, state carried'
     if online is not None:
@@ -157,12 +163,14 @@ def evaluate_model(model_path: Union[str, Path], data: Sequence[Union[str, Path]
                   target=target, published=PUBLISHED[target],
                   scored_against=SCORED_AGAINST[target])
     if frozen is not None:
-        base = mse_scores(y[valid], f[valid])
+        base = mse_scores(y[fvalid], f[fvalid])
         report.update(frozen_mse=base['mse'], frozen_nmse=base['nmse'],
                       frozen_nmse_per_joint=base['nmse_per_joint'],
-                      online={'adapt': online.adapt, **online_info})
+                      frozen_scored_samples=int(fvalid.sum()),
+                      online={'adapt': online.adapt, **online_info,
+                              'no_output_where_frozen_had_one': int((fvalid & ~valid).sum())})
     if nominal_pred is not None:
-        base = mse_scores(y[valid], nominal_pred[valid])
+        base = mse_scores(y[fvalid], nominal_pred[fvalid])
         report.update(nominal_mse=base['mse'], nominal_nmse=base['nmse'],
                       nominal_mse_per_joint=base['mse_per_joint'])
     return report

@@ -50,13 +50,39 @@ def _joints(name: str, v: list) -> None:
 
 
 def _choice(name: str, v: str, choices: tuple) -> None:
-    if v not in choices:
+    if not isinstance(v, str) or v not in choices:
         raise ParamError(f'parameter {name} must be one of {list(choices)}, got {v!r}')
 
 
 def _topic(name: str, v: str) -> None:
-    if not v.startswith('/'):
+    if not isinstance(v, str) or not v.startswith('/'):
         raise ParamError(f'parameter {name} must be absolute, got {v!r}')
+
+
+def _type_ok(v: Any, like: Any) -> bool:
+    """Whether ``v`` has the type of the default ``like`` (bool apart from int; an int is a
+    valid float)."""
+    if isinstance(like, bool):
+        return isinstance(v, bool)
+    if isinstance(like, int):
+        return isinstance(v, int) and not isinstance(v, bool)
+    if isinstance(like, float):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if isinstance(like, str):
+        return isinstance(v, str)
+    return True
+
+
+def _check_type(name: str, v: Any, default: Any) -> None:
+    if isinstance(default, list):
+        if not isinstance(v, (list, tuple)) or (default and not all(
+                _type_ok(x, default[0]) for x in v)):
+            kind = type(default[0]).__name__ if default else 'value'
+            raise ParamError(f'parameter {name} must be a list of {kind}s, got {v!r}')
+    elif not _type_ok(v, default):
+        kind = {bool: 'a bool (true/false)', int: 'an integer', float: 'a number',
+                str: 'a string'}.get(type(default), type(default).__name__)
+        raise ParamError(f'parameter {name} must be {kind}, got {v!r}')
 
 
 class NodeParams:
@@ -73,15 +99,38 @@ class NodeParams:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> 'NodeParams':
+        """Validated parameters from ``values`` (missing ones take their defaults). Each value
+        must have its default's type, as a ROS parameter keeps its declared type: an integer
+        where an integer is declared, an integer or a float for a float, a list whose items
+        are of the default list's item type; ParamError names the parameter."""
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise ParamError(f'unknown parameters {sorted(unknown)}')
+        defaults = cls.defaults()
+        for name, v in values.items():
+            _check_type(name, v, defaults[name])
         obj = cls(**values)
         obj.validate()
         return obj
 
     def validate(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
+
+
+#: Floats as ROS 2's parameter files read them: YAML 1.1 (PyYAML) takes ``1e-3`` for a string.
+_ROS_FLOAT = r'^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$'
+
+
+def _ros_yaml_loader():
+    """A safe YAML loader that also reads exponent floats without a dot (``1e-3``)."""
+    import re
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+    Loader.add_implicit_resolver('tag:yaml.org,2002:float', re.compile(_ROS_FLOAT),
+                                 list('-+0123456789.'))
+    return Loader
 
 
 def node_yaml_values(path: str, node: str) -> dict[str, Any]:
@@ -93,9 +142,11 @@ def node_yaml_values(path: str, node: str) -> dict[str, Any]:
     import yaml
     try:
         with open(path, encoding='utf-8') as f:
-            doc = yaml.safe_load(f)
+            doc = yaml.load(f, Loader=_ros_yaml_loader())
     except OSError as e:
         raise ParamError(f'{path}: cannot read: {e.strerror or e}') from None
+    except UnicodeDecodeError:
+        raise ParamError(f'{path}: not a text file (UTF-8)') from None
     except yaml.YAMLError as e:
         raise ParamError(f'{path}: not a YAML file: {e}') from None
     for key in (f'/**/{node}', f'/{node}', node):

@@ -364,7 +364,8 @@ def markdown(result: dict) -> list[str]:
 
 
 def online_paragraph(result: dict) -> str:
-    """The protocol and figures of the online-learning row (see :func:`online_runs`)."""
+    """The protocol and figures of the online-learning row (see
+    :func:`~invdyn_ros.experiments.common.online_predictions`)."""
     on = result['scores']['lstm_online']
     off = result['scores']['lstm']
     r0 = on['runs'][0]
@@ -379,8 +380,8 @@ def online_paragraph(result: dict) -> str:
             'has seen its own torque or a later one). The learner runs with the trainer '
             'node\'s default settings, untuned for this set: windows of '
             f'{TrainerParams().batch_size} samples, Adagrad, replay, the output layer refitted '
-            'by recursive least squares, and a new model published only when it beats the one '
-            f'in operation on held-back windows, checked every '
+            'by recursive least squares, and a new model published only when it scores no '
+            'worse than the one in operation on held-back windows, checked every '
             f'{TrainerParams().publish_period_s:g} s. Each test run starts again from the '
             'offline model. nMSE per seed: ' + ', '.join(
                 f'seed {r["seed"]} {r["nmse"]:.4f} ({r["updates"]} updates, {r["published"]} '

@@ -72,28 +72,33 @@ def online_predictions(model, trajs: Sequence[Trajectory], hp: LstmHparams, nomi
     (:class:`~invdyn_ros.core.params.TrainerParams`: windows of 128 samples, Adagrad, replay,
     the output layer's least-squares refit, gated publication every ``publish_period_s``),
     untuned for the data; ``adapt`` 'network' (the weights) or 'payload' (the nominal model's
-    flange load; a 'residual_rbd' model). Stamps are the recorded ones, else the sample index
-    over ``rate_hz``."""
+    flange load; a 'residual_rbd' model). ``rate_hz`` sets the publication checks in samples."""
     tp = TrainerParams()
     cfg = OnlineConfig.from_params(tp, seed=seed, adapt=adapt)
     publish_every = max(1, int(round(tp.publish_period_s * rate_hz)))
     out = []
     for tr in trajs:
-        t = tr.t if tr.t is not None else np.arange(len(tr)) / rate_hz
-        out.append(prequential(model, t, tr.q, tr.qd, tr.tau, publish_every,
+        out.append(prequential(model, tr.times(), tr.q, tr.qd, tr.tau, publish_every,
                                hp.accel_config(), cfg, hp.target, nominal))
     return out
 
 
 def online_summary(results: Sequence[PrequentialResult], data: Sequence[Prepared]) -> dict:
-    """:func:`score` of :func:`online_predictions`' torques on ``data``, with the updates run,
-    models published, samples without output and the update time [ms] (median, 99th
-    percentile)."""
+    """Scores (as :func:`score`) of :func:`online_predictions`' torques on ``data``, over the
+    samples that got a torque, with the updates run, models published, scored samples without
+    output (``no_output``) and the update time [ms] (median, 99th percentile)."""
     update_s = [u for r in results for u in r.update_s]
-    return {**score([r.tau for r in results], data),
+    # Scored where the predictor gave a torque (a refused sample has none): the offline
+    # model's rows are all scored, so a refusal is counted (no_output), never hidden.
+    y = np.concatenate([d.y[SCORE_FROM:] for d in data])
+    p = np.concatenate([r.tau[SCORE_FROM:] for r in results])
+    if p.shape != y.shape:
+        raise ValueError(f'predictions {p.shape} do not match the torques {y.shape}')
+    valid = np.all(np.isfinite(p), axis=1)
+    return {**mse_scores(y[valid], p[valid]), 'samples': int(valid.sum()),
             'updates': sum(r.updates for r in results),
             'published': sum(r.published for r in results),
-            'no_output': int(sum(np.isnan(r.tau).any(axis=1).sum() for r in results)),
+            'no_output': int((~valid).sum()),
             'update_ms_p50': float(np.median(update_s) * 1e3) if update_s else None,
             'update_ms_p99': float(np.percentile(update_s, 99) * 1e3) if update_s else None}
 

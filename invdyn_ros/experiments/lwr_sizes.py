@@ -684,7 +684,8 @@ def online_markdown(result: dict) -> list[str]:
              'later one). The trainer node\'s default settings, untuned for this set: windows '
              f'of {tp.batch_size} samples ({tp.batch_size / RATE_HZ:g} s here), Adagrad, '
              'replay, the output layer refitted by recursive least squares, a model published '
-             f'only when it beats the one in operation on held-back windows, checked every '
+             'only when it scores no worse than the one in operation on held-back windows '
+             f'(adapt network; payload: better), checked every '
              f'{tp.publish_period_s:g} s. What adapts: the network\'s weights (`adapt: '
              'network`), or, for a residual model, only the flange payload of its nominal '
              'model (`adapt: payload`). The goals score the offline model.', '',
