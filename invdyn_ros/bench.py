@@ -822,12 +822,10 @@ class _Consumer:
         return buf
 
     def close(self) -> None:
-        import rclpy
+        from invdyn_ros.nodes.common import stop_spinning
         for rx in self._receivers:
             rx.stop()
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+        stop_spinning(self.executor, self._thread, self.node, self.context)
 
 
 class _PublisherProc:

@@ -86,10 +86,8 @@ class _Diagnostics:
         self.thread.start()
 
     def close(self) -> None:
-        import rclpy
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.ctx)
+        from invdyn_ros.nodes.common import stop_spinning
+        stop_spinning(self.executor, self.thread, self.node, self.ctx)
 
 
 def _num(d: dict, key: str) -> float:

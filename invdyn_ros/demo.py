@@ -161,10 +161,8 @@ class _Monitor:
         return bool(fut.done() and fut.result().results[0].successful)
 
     def close(self) -> None:
-        import rclpy
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.ctx)
+        from invdyn_ros.nodes.common import stop_spinning
+        stop_spinning(self.executor, self.thread, self.node, self.ctx)
 
 
 def online_stage(lstm_path: Path, gp_path: Path, seconds: float) -> tuple[_Monitor, dict]:

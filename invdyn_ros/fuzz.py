@@ -413,10 +413,8 @@ class _Side:
         self.pub.publish(js)
 
     def close(self) -> None:
-        import rclpy
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+        from invdyn_ros.nodes.common import stop_spinning
+        stop_spinning(self.executor, self._thread, self.node, self.context)
 
 
 def _wait(cond, timeout: float, proc=None) -> bool:

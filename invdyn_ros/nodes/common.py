@@ -213,3 +213,19 @@ def diagnostics(node: Node, name: str, values: dict, rejections: 'Rejections',
     arr = DiagnosticArray(status=[status])
     arr.header.stamp = node.get_clock().now().to_msg()
     return arr
+
+
+#: How long a helper's close waits for its executor and spin thread [s].
+SPIN_STOP_TIMEOUT_S = 5.0
+
+
+def stop_spinning(executor, thread, node: Node, context) -> None:
+    """Close a helper that spins ``node`` on ``executor`` in a background ``thread`` (the
+    demo's and benches' monitors), in order: the executor shut down, its spin thread joined,
+    then the node destroyed and the context shut down, so nothing is still waiting in rcl
+    when the node and context go away (a process that exits with such a thread can abort:
+    'terminate called without an active exception')."""
+    executor.shutdown(timeout_sec=SPIN_STOP_TIMEOUT_S)
+    thread.join(timeout=SPIN_STOP_TIMEOUT_S)
+    node.destroy_node()
+    rclpy.try_shutdown(context=context)
