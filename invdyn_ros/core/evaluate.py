@@ -29,7 +29,7 @@ from invdyn_ros.core.accel import AccelConfig
 from invdyn_ros.core.checkpoint import load_checkpoint
 from invdyn_ros.core.datasets import load_trajectories
 from invdyn_ros.core.online import OnlinePredictor, run_online
-from invdyn_ros.core.online_learning import OnlineConfig, prequential
+from invdyn_ros.core.online_learning import prequential_trajectories
 from invdyn_ros.core.params import TrainerParams
 from invdyn_ros.core.targets import (check_target, DEFAULT_TARGET, PUBLISHED, RESIDUAL_TARGETS,
                                      SCORED_AGAINST, spec_from_meta)
@@ -49,31 +49,6 @@ def predict_trajectories(model, accel: AccelConfig, trajs: Sequence[Trajectory],
         tau, _ = run_online(pred, tr.times(), tr.q, tr.qd)
         out.append(tau)
     return out
-
-
-def predict_online_trajectories(model, accel: AccelConfig, trajs: Sequence[Trajectory],
-                                params: TrainerParams, target: str = DEFAULT_TARGET,
-                                nominal: Optional[Any] = None
-                                ) -> tuple[list[np.ndarray], dict]:
-    """Published torques [Nm] (T, d) per trajectory of the LSTM learning online during it, as
-    the predictor and trainer nodes run together
-    (:func:`~invdyn_ros.core.online_learning.prequential`: each sample predicted before its
-    torque is learned), each trajectory starting again from ``model``, with the trainer's
-    settings ``params`` (a publication check every ``publish_period_s`` of the trajectory's
-    sample rate), predictor and learner on the checkpoint's acceleration settings (as plain
-    eval, so the frozen figures equal its own). Returns the torques and the updates run and
-    models published."""
-    cfg = OnlineConfig.from_params(params)
-    out, updates, published = [], 0, 0
-    for tr in trajs:
-        tr = tr.select(model.config.joint_names)
-        every = max(1, int(round(params.publish_period_s * tr.rate_hz)))
-        r = prequential(model, tr.times(), tr.q, tr.qd, tr.tau, every, accel, cfg, target,
-                        nominal)
-        out.append(r.tau)
-        updates += r.updates
-        published += r.published
-    return out, {'updates': updates, 'published': published}
 
 
 def predict_gp_trajectories(gp, accel: AccelConfig, trajs: Sequence[Trajectory],
@@ -113,7 +88,8 @@ def evaluate_model(model_path: Union[str, Path], data: Sequence[Union[str, Path]
     loader's input); see the module docstring for what is scored.
 
     ``online``: the trainer node's settings; the LSTM is then scored learning online during
-    each trajectory (:func:`predict_online_trajectories`), and the report adds the frozen
+    each trajectory (:func:`~invdyn_ros.core.online_learning.prequential_trajectories`, on
+    the checkpoint's acceleration settings as plain eval), and the report adds the frozen
     model's scores on the same samples (``frozen_mse``, ``frozen_nmse``,
     ``frozen_nmse_per_joint``, each on the samples where the frozen model gave a torque, as
     plain eval; ``nominal_*`` too) and ``online`` (adapt, updates, models published, samples
@@ -141,8 +117,10 @@ def evaluate_model(model_path: Union[str, Path], data: Sequence[Union[str, Path]
         preds = predict_trajectories(model, accel, trajs, target, nominal)
     if online is not None:
         frozen = preds
-        preds, online_info = predict_online_trajectories(model, accel, trajs, online, target,
-                                                         nominal)
+        runs = prequential_trajectories(model, trajs, online, accel, target, nominal)
+        preds = [r.tau for r in runs]
+        online_info = {'updates': sum(r.updates for r in runs),
+                       'published': sum(r.published for r in runs)}
     y, nominal_pred = reference_torques(trajs, names, accel, target, nominal)
     p = np.concatenate(preds)
     valid = np.all(np.isfinite(p), axis=1)

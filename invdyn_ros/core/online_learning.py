@@ -503,8 +503,7 @@ def prequential(model: LstmInverseDynamics, t: np.ndarray, q: np.ndarray, qd: np
                          f'{q.shape}, {qd.shape}, {tau.shape}')
     if int(publish_every) < 1:
         raise ValueError(f'publish_every must be >= 1, got {publish_every}')
-    predictor = OnlinePredictor(model, accel, torque_limits, target=target,
-                                nominal=nominal if target == 'residual_rbd' else None)
+    predictor = OnlinePredictor(model, accel, torque_limits, target=target, nominal=nominal)
     learner = OnlineLearner(model, accel, config, target=target, nominal=nominal)
     out = np.full((n, d), np.nan)
     update_s = []
@@ -517,6 +516,25 @@ def prequential(model: LstmInverseDynamics, t: np.ndarray, q: np.ndarray, qd: np
                                 publish_every, update_s)
     return PrequentialResult(out, int(learner.stats['updates'] + learner.stats['payload_updates']),
                              published, update_s)
+
+
+def prequential_trajectories(model: LstmInverseDynamics, trajs: Any, params: Any,
+                             accel: AccelConfig = AccelConfig(), target: str = DEFAULT_TARGET,
+                             nominal: Optional[Any] = None, seed: int = 0
+                             ) -> list[PrequentialResult]:
+    """:func:`prequential` over each trajectory (``Trajectory``-like: ``select``, ``times``,
+    ``rate_hz``, ``q``, ``qd``, ``tau``), each starting again from ``model``, with the trainer
+    node's settings ``params`` (a :class:`~invdyn_ros.core.params.TrainerParams`; the
+    learner's ``seed``): a publication check every ``publish_period_s`` at the trajectory's
+    sample rate, as the trainer node publishes on its timer."""
+    cfg = OnlineConfig.from_params(params, seed=seed)
+    out = []
+    for tr in trajs:
+        tr = tr.select(model.config.joint_names)
+        every = max(1, int(round(params.publish_period_s * tr.rate_hz)))
+        out.append(prequential(model, tr.times(), tr.q, tr.qd, tr.tau, every, accel, cfg,
+                               target, nominal))
+    return out
 
 
 def learn_step(learner: OnlineLearner, predictor: OnlinePredictor, k: int, t: float,

@@ -34,7 +34,8 @@ from invdyn_ros.core.training import prepare, train_lstm
 from invdyn_ros.core.trajectory import DataError, Trajectory
 from invdyn_ros.experiments.common import (
     GpPlan, MODEL_COLOURS, MODEL_LABELS, fit_gp, gp_predictions, lstm_predictions,
-    naive_predictions, online_predictions, online_summary, pyplot, score, with_base)
+    naive_predictions, online_predictions, online_protocol, online_summary, pyplot, score,
+    with_base)
 from invdyn_ros.experiments.hparams import LstmHparams
 
 #: The Baxter goal: LSTM nMSE (mean over the 7 joints) on the Test runs at most this.
@@ -188,8 +189,7 @@ def run_baxter(root: Union[str, Path], hp: LstmHparams, sizes: BaxterSizes,
             first_preds = preds
         log(f'LSTM seed {sizes.seed + k}: test nMSE {s["nmse"]:.4f} ({len(res.history)} '
             f'epochs, {res.wall_s:.1f} s)')
-        online = online_predictions(res.model, test, hp, nominal, sizes.seed + k,
-                                    BAXTER_RATE_HZ)
+        online = online_predictions(res.model, test, hp, nominal, sizes.seed + k)
         online_runs_out.append({**online_summary(online, test_prep), 'seed': sizes.seed + k})
         if first_online is None:
             first_online = [r.tau for r in online]
@@ -375,15 +375,8 @@ def online_paragraph(result: dict) -> str:
               'samples takes to arrive' if r0['update_ms_p50'] is not None else '')
     return ('Learning during operation (the paper\'s online learning, as the trainer node does '
             'it beside the robot): each seed\'s offline model runs through every test run '
-            'sample by sample, and each sample is predicted by the model in operation before '
-            'its measured torque is handed to the online learner (prequential: no prediction '
-            'has seen its own torque or a later one). The learner runs with the trainer '
-            'node\'s default settings, untuned for this set: windows of '
-            f'{TrainerParams().batch_size} samples, Adagrad, replay, the output layer refitted '
-            'by recursive least squares, and a new model published only when it scores no '
-            'worse than the one in operation on held-back windows, checked every '
-            f'{TrainerParams().publish_period_s:g} s. Each test run starts again from the '
-            'offline model. nMSE per seed: ' + ', '.join(
+            'sample by sample; ' + online_protocol(BAXTER_RATE_HZ)
+            + ' nMSE per seed: ' + ', '.join(
                 f'seed {r["seed"]} {r["nmse"]:.4f} ({r["updates"]} updates, {r["published"]} '
                 f'models published, {r["no_output"]} samples without output)'
                 for r in on['runs'])

@@ -32,7 +32,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from invdyn_ros.core.accel import AccelConfig
-from invdyn_ros.core.online_learning import OnlineConfig, prequential, PrequentialResult
+from invdyn_ros.core.online_learning import prequential_trajectories, PrequentialResult
 from invdyn_ros.core.params import TrainerParams
 from invdyn_ros.core.training import Prepared, mse_scores, predict_sequence
 from invdyn_ros.core.trajectory import Trajectory
@@ -63,24 +63,30 @@ def with_base(preds: Sequence[np.ndarray], data: Sequence[Prepared]) -> list[np.
 
 
 def online_predictions(model, trajs: Sequence[Trajectory], hp: LstmHparams, nominal,
-                       seed: int, rate_hz: float, adapt: str = 'network'
-                       ) -> list[PrequentialResult]:
+                       seed: int, adapt: str = 'network') -> list[PrequentialResult]:
     """The offline-trained ``model`` learning online during each trajectory, as the trainer
-    node would beside the robot (:func:`~invdyn_ros.core.online_learning.prequential`: every
-    sample predicted before its torque is learned), each trajectory starting again from
-    ``model``. The trainer node's default settings
-    (:class:`~invdyn_ros.core.params.TrainerParams`: windows of 128 samples, Adagrad, replay,
-    the output layer's least-squares refit, gated publication every ``publish_period_s``),
-    untuned for the data; ``adapt`` 'network' (the weights) or 'payload' (the nominal model's
-    flange load; a 'residual_rbd' model). ``rate_hz`` sets the publication checks in samples."""
+    node would beside the robot (:func:`~invdyn_ros.core.online_learning.
+    prequential_trajectories`: every sample predicted before its torque is learned), each
+    trajectory starting again from ``model``, with the trainer node's default settings
+    (:class:`~invdyn_ros.core.params.TrainerParams`, see :func:`online_protocol`), untuned
+    for the data; ``adapt`` 'network' (the weights) or 'payload' (the nominal model's flange
+    load; a 'residual_rbd' model)."""
+    return prequential_trajectories(model, trajs, TrainerParams.from_dict({'adapt': adapt}),
+                                    hp.accel_config(), hp.target, nominal, seed=seed)
+
+
+def online_protocol(rate_hz: float) -> str:
+    """How :func:`online_predictions` runs, for the reports (trajectories at ``rate_hz``)."""
     tp = TrainerParams()
-    cfg = OnlineConfig.from_params(tp, seed=seed, adapt=adapt)
-    publish_every = max(1, int(round(tp.publish_period_s * rate_hz)))
-    out = []
-    for tr in trajs:
-        out.append(prequential(model, tr.times(), tr.q, tr.qd, tr.tau, publish_every,
-                               hp.accel_config(), cfg, hp.target, nominal))
-    return out
+    return ('each sample is predicted by the model in operation before its measured torque '
+            'is handed to the online learner (prequential: no prediction has seen its own '
+            'torque or a later one), each test run starting again from the offline model. '
+            'The learner runs with the trainer node\'s default settings, untuned for this set: '
+            f'windows of {tp.batch_size} samples ({tp.batch_size / rate_hz:g} s here), '
+            'Adagrad, replay, the output layer refitted by recursive least squares, and a new '
+            'model published only when it scores no worse than the one in operation on '
+            'held-back windows (adapt payload: better), checked every '
+            f'{tp.publish_period_s:g} s.')
 
 
 def online_summary(results: Sequence[PrequentialResult], data: Sequence[Prepared]) -> dict:
@@ -90,10 +96,7 @@ def online_summary(results: Sequence[PrequentialResult], data: Sequence[Prepared
     update_s = [u for r in results for u in r.update_s]
     # Scored where the predictor gave a torque (a refused sample has none): the offline
     # model's rows are all scored, so a refusal is counted (no_output), never hidden.
-    y = np.concatenate([d.y[SCORE_FROM:] for d in data])
-    p = np.concatenate([r.tau[SCORE_FROM:] for r in results])
-    if p.shape != y.shape:
-        raise ValueError(f'predictions {p.shape} do not match the torques {y.shape}')
+    y, p = _scored_rows([r.tau for r in results], data)
     valid = np.all(np.isfinite(p), axis=1)
     return {**mse_scores(y[valid], p[valid]), 'samples': int(valid.sum()),
             'updates': sum(r.updates for r in results),
@@ -117,13 +120,21 @@ def score(preds: Sequence[np.ndarray], data: Sequence[Prepared]) -> dict:
     """MSE [Nm^2] and nMSE, per joint and mean, of ``preds`` on the scored samples of ``data``
     (each trajectory from :data:`SCORE_FROM` on); see :func:`~invdyn_ros.core.training.
     mse_scores`. Adds ``samples`` (scored samples)."""
+    y, p = _scored_rows(preds, data)
+    out = mse_scores(y, p)
+    out['samples'] = int(len(y))
+    return out
+
+
+def _scored_rows(preds: Sequence[np.ndarray], data: Sequence[Prepared]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(torques, predictions) (N, d) [Nm] of the scored samples of ``data`` (each trajectory
+    from :data:`SCORE_FROM` on); ValueError when the shapes differ."""
     y = np.concatenate([d.y[SCORE_FROM:] for d in data])
     p = np.concatenate([np.asarray(pr)[SCORE_FROM:] for pr in preds])
     if p.shape != y.shape:
         raise ValueError(f'predictions {p.shape} do not match the torques {y.shape}')
-    out = mse_scores(y, p)
-    out['samples'] = int(len(y))
-    return out
+    return y, p
 
 
 def stack(data: Sequence[Prepared]) -> tuple[np.ndarray, np.ndarray]:

@@ -47,12 +47,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from invdyn_ros.core.params import LWR_JOINTS_1_TO_5, TrainerParams
+from invdyn_ros.core.params import LWR_JOINTS_1_TO_5
 from invdyn_ros.core.training import Prepared, prepare, train_lstm
 from invdyn_ros.core.trajectory import Trajectory
 from invdyn_ros.experiments.common import (
     GpPlan, MODEL_COLOURS, MODEL_LABELS, fit_gp, gp_predictions, lstm_predictions,
-    naive_predictions, online_predictions, online_summary, pyplot, score, with_base)
+    naive_predictions, online_predictions, online_protocol, online_summary, pyplot, score,
+    with_base)
 from invdyn_ros.experiments.hparams import LstmHparams
 
 JOINTS = LWR_JOINTS_1_TO_5
@@ -312,7 +313,7 @@ def run_lwr(hp: LstmHparams, sizes: LwrSizes, verbose: bool = True) -> dict:
         # the offline model): its weights, and for a residual model its flange payload.
         row['lstm_online'] = {
             adapt: online_summary(online_predictions(res.model, test_runs, hp, nominal,
-                                                     sizes.seed, RATE_HZ, adapt), test_prep)
+                                                     sizes.seed, adapt), test_prep)
             for adapt in ONLINE_ADAPT if adapt == 'network' or hp.target == 'residual_rbd'}
         rows.append(row)
         models = {'gp': gp, 'lstm': res.model, 'n': n}
@@ -675,20 +676,12 @@ def online_markdown(result: dict) -> list[str]:
     if not rows:
         return []
     adapts = list(rows[0]['lstm_online'])
-    tp = TrainerParams()
     lines = ['', '### Learning during operation (beside the goals)', '',
              'Each size\'s LSTM also ran through every test run as the predictor and trainer '
-             'nodes run it beside the robot: each sample predicted by the model in operation '
-             'before its measured torque reaches the online learner, each run starting again '
-             'from the offline model (prequential; no prediction has seen its own torque or a '
-             'later one). The trainer node\'s default settings, untuned for this set: windows '
-             f'of {tp.batch_size} samples ({tp.batch_size / RATE_HZ:g} s here), Adagrad, '
-             'replay, the output layer refitted by recursive least squares, a model published '
-             'only when it scores no worse than the one in operation on held-back windows '
-             f'(adapt network; payload: better), checked every '
-             f'{tp.publish_period_s:g} s. What adapts: the network\'s weights (`adapt: '
-             'network`), or, for a residual model, only the flange payload of its nominal '
-             'model (`adapt: payload`). The goals score the offline model.', '',
+             'nodes run it beside the robot: ' + online_protocol(RATE_HZ) + ' What adapts: the '
+             'network\'s weights (`adapt: network`), or, for a residual model, only the flange '
+             'payload of its nominal model (`adapt: payload`). The goals score the offline '
+             'model.', '',
              '| samples | LSTM offline MSE | ' + ' | '.join(
                  f'learning online ({a}) MSE | models published ({a})' for a in adapts) + ' |',
              '|---|---|' + '---|---|' * len(adapts)]
