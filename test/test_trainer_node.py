@@ -139,7 +139,20 @@ def test_predictor_forwards_sample_blocks_the_trainer_learns_from(tmp_path):
         bad = h.node.create_publisher(Float64MultiArray, '/invdyn/samples', RELIABLE)
         h.wait_for(lambda: pub.get_subscription_count() > 0, 30, 'the predictor to subscribe')
         h.wait_for(lambda: bad.get_subscription_count() >= 2, 30, 'the trainer to subscribe')
-        time.sleep(1.0)
+
+        def values(node: str) -> dict:
+            for d in reversed(diags):
+                for st in d.status:
+                    if st.name.endswith(f'invdyn: {node}'):
+                        return {kv.key: kv.value for kv in st.values}
+            return {}
+
+        # The samples topic is volatile: a block sent before the predictor's publisher has
+        # matched the trainer never reaches it, so wait until the predictor says both the
+        # trainer and this test hear it (a loaded CI machine once took over a second).
+        h.wait_for(lambda: int(values('predictor').get('samples_subscribers', 0)) >= 2, 30,
+                   'the predictor to match the trainer and the test on its sample blocks',
+                   state=lambda: values('predictor'))
         # Joints in reverse order, two extra ones: matched by name.
         order = list(reversed(traj.joint_names))
         idx = [traj.joint_names.index(n) for n in order]
@@ -161,11 +174,7 @@ def test_predictor_forwards_sample_blocks_the_trainer_learns_from(tmp_path):
         full = len(traj) // rows
 
         def trainer_values():
-            for d in reversed(diags):
-                for st in d.status:
-                    if st.name.endswith('invdyn: trainer'):
-                        return {kv.key: kv.value for kv in st.values}
-            return {}
+            return values('trainer')
 
         def scored():
             v = trainer_values()

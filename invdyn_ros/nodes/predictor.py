@@ -15,7 +15,8 @@ Publishes, for every accepted input:
     /invdyn/samples (std_msgs/Float64MultiArray, reliable; forward_samples): the accepted
         samples that carry velocity and effort, in blocks of samples_per_message (stamp, q, qd,
         effort per row; core.samples), for the trainer. Published after the feedforward.
-    /diagnostics (diagnostic_msgs/DiagnosticArray): rate, latency, rejections, model version.
+    /diagnostics (diagnostic_msgs/DiagnosticArray): rate, latency, rejections, model version,
+        and with forward_samples the number of matched sample-block subscribers.
 Services:
     ~/reset (std_srvs/Trigger): forget the LSTM state and the acceleration filter.
 
@@ -355,6 +356,10 @@ class PredictorNode(Node):
                   'target': self.target, 'realtime': self.realtime, 'receive': self.receive,
                   'publish': self.publish_mode, 'inference': self._online.path,
                   'payload_mass_kg': f'{payload_mass(self._spec):.3f}'}
+        if self._blocker is not None:
+            # Whether a trainer hears the sample blocks: blocks sent while none is matched
+            # (volatile topic) are not delivered later.
+            values['samples_subscribers'] = self._samples_pub.get_subscription_count()
         self._diag_pub.publish(diagnostics(
             self, 'invdyn: predictor', values, self.reject, ok=rate > 0,
             message='predicting' if rate > 0 else 'no valid joint_states'))
