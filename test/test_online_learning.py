@@ -1,6 +1,7 @@
 """The online learner behind the trainer node: batches, replay, gating, divergence."""
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -175,11 +176,13 @@ def test_poisoned_targets_never_reach_a_published_model():
     assert all(torch.isfinite(p).all() for p in learner.model.parameters())
 
 
-def _switched(head_rls, n_before=20, n_after=12):
+def _switched(head_rls, n_before=20, n_after=12, decades=0):
     """A learner fed n_before windows of one plant, then n_after of a heavier one (the
-    inertia gain triples and an offset torque appears, as with a new payload)."""
+    inertia gain triples and an offset torque appears, as with a new payload). A fixed ridge
+    (decades 0) unless told."""
     cfg = OnlineConfig(batch_size=64, context=32, learning_rate=0.01, holdout_every=4,
-                       holdout_size=10, holdout_recent=2, head_rls=head_rls)
+                       holdout_size=10, holdout_recent=2, head_rls=head_rls,
+                       rls_ridge_decades=decades)
     learner = OnlineLearner(_model(), config=cfg)
     t, q, qd, tau = _stream(64 * (n_before + n_after))
     _, _, _, tau_heavy = _stream(64 * (n_before + n_after), gain=6.0)
@@ -200,6 +203,49 @@ def test_output_layer_refit_recovers_from_a_dynamics_change_in_a_few_windows():
     assert new < 0.3 * without.holdout_score(without.model)
     cand = with_rls.candidate()
     assert cand is not None and all(torch.isfinite(p).all() for p in cand.parameters())
+
+
+def test_chosen_ridge_still_recovers_from_a_dynamics_change():
+    """The default: the ridge chosen window by window among 1..10^4 and the starting layer.
+    After the change the starting layer predicts badly, so small ridges win and the fit
+    recovers as with the fixed ridge."""
+    chosen, without = _switched(True, decades=4), _switched(False)
+    assert chosen._ridges == [1.0, 10.0, 100.0, 1000.0, 10000.0, float('inf')]
+    new = chosen.holdout_score(chosen.model)
+    assert new < 0.3 * chosen.holdout_score(chosen.published)
+    assert new < 0.3 * without.holdout_score(without.model)
+    assert chosen.rls_ridge_in_use <= 100.0
+
+
+def test_chosen_ridge_keeps_the_starting_layer_where_it_predicts_best():
+    """A model already right for its plant: the starting output layer (an infinite ridge)
+    predicts new windows best, and once chosen the refit leaves the layer as it started
+    (only the Adagrad step moves it). Each score is made before its window is learned."""
+    learner = OnlineLearner(_model(), config=OnlineConfig(batch_size=32, context=0,
+                                                          learning_rate=0.0))
+    prior = learner._rls_prior.copy()
+    rng = np.random.default_rng(0)
+    hidden = prior.shape[0] - 1
+    for _ in range(6):
+        # Features and targets the starting layer fits exactly, plus a little noise a fit
+        # with a small ridge chases.
+        phi = np.hstack((rng.normal(size=(32, hidden)), np.ones((32, 1))))
+        y = phi @ prior + 0.3 * rng.normal(size=(32, prior.shape[1]))
+        ridge = learner._select_ridge(phi, y, learner._rls_r, learner._rls_z)
+        learner._rls_r += phi.T @ phi
+        learner._rls_z += phi.T @ y
+    assert ridge == float('inf')
+    assert np.array_equal(learner._ridge_solution(learner._rls_r, learner._rls_z, ridge), prior)
+    # Targets of another layer (the plant changed): a fit wins over the starting layer.
+    shifted = OnlineLearner(_model(), config=OnlineConfig(batch_size=32, context=0,
+                                                          learning_rate=0.0))
+    for _ in range(6):
+        phi = np.hstack((rng.normal(size=(32, hidden)), np.ones((32, 1))))
+        y = phi @ (prior + 0.5) + 0.3 * rng.normal(size=(32, prior.shape[1]))
+        ridge = shifted._select_ridge(phi, y, shifted._rls_r, shifted._rls_z)
+        shifted._rls_r += phi.T @ phi
+        shifted._rls_z += phi.T @ y
+    assert ridge < float('inf')
 
 
 def test_a_non_finite_output_layer_fit_changes_nothing(monkeypatch):
@@ -223,7 +269,10 @@ def test_trainer_params_validate_the_output_layer_fit():
     from invdyn_ros.core.params import ParamError, TrainerParams
     TrainerParams().validate()
     for bad in ({'rls_forgetting': 1.5}, {'rls_forgetting': 0.0}, {'rls_ridge': 0.0},
-                {'rls_jump_factor': -1.0}, {'holdout_recent': -1}, {'head_rls': 'yes'}):
+                {'rls_jump_factor': -1.0}, {'holdout_recent': -1}, {'head_rls': 'yes'},
+                {'rls_ridge_decades': -1}, {'rls_ridge_decades': 9},
+                {'rls_select_forgetting': 0.0}, {'rls_select_forgetting': 1.01},
+                {'fallback_windows': -1}):
         with pytest.raises(ParamError):
             TrainerParams(**bad).validate()
 
@@ -249,18 +298,59 @@ def test_prequential_without_publication_is_the_frozen_predictor():
     np.testing.assert_array_equal(res.tau, frozen)
 
 
-def test_prequential_never_predicts_from_its_own_or_later_torques():
+@pytest.mark.parametrize('fallback', [0, 4])
+def test_prequential_never_predicts_from_its_own_or_later_torques(fallback):
+    """Also with the fallback to the starting model, which scores windows before they are
+    learned. On this short toy stream it falls back on small margins and can end on the
+    starting model whatever the future held, so only without it must the future show."""
     model = _model()
+    cfg = dataclasses.replace(PREQ_CFG, fallback_windows=fallback)
     t, q, qd, tau = _heavy_stream(64 * 12)
-    base = prequential(model, t, q, qd, tau, publish_every=64, config=PREQ_CFG)
+    base = prequential(model, t, q, qd, tau, publish_every=64, config=cfg)
     assert base.published >= 1          # models were swapped in, so learning took effect
     for k in (200, 455):
         changed = tau.copy()
         changed[k:] += 1.0              # a different future, from sample k on
-        other = prequential(model, t, q, qd, changed, publish_every=64, config=PREQ_CFG)
+        other = prequential(model, t, q, qd, changed, publish_every=64, config=cfg)
         np.testing.assert_array_equal(other.tau[:k + 1], base.tau[:k + 1])
-        # ... which does change what comes later, once a model trained on it is published.
-        assert np.abs(other.tau[k + 1:] - base.tau[k + 1:]).max() > 0.1
+        if not fallback:
+            # ... which does change what comes later, once a model trained on it is published.
+            assert np.abs(other.tau[k + 1:] - base.tau[k + 1:]).max() > 0.1
+
+
+def _spoilt(fallback_windows):
+    """A learner whose model in operation was spoilt (output layer scaled by 5): the starting
+    model predicts the new windows better."""
+    cfg = OnlineConfig(batch_size=32, context=16, holdout_every=1000,
+                       fallback_windows=fallback_windows)
+    learner = _fed(cfg, 5)
+    with torch.no_grad():
+        learner.published.head.weight.mul_(5.0)
+        learner.published.head.bias.add_(5.0)
+    learner.train_pending()
+    return learner
+
+
+def test_fallback_publishes_the_starting_model_again_and_restarts_from_it():
+    learner = _spoilt(3)
+    start = _state(learner._start)
+    assert learner.stats['updates'] == 5 and len(learner._fresh) == 3
+    assert all(a > b for a, b in learner._fresh)
+    model = learner.candidate()
+    assert model is not None and learner.stats['fallbacks'] == 1
+    assert learner.stats['published'] == 1 and learner.model_version == 1
+    assert _same(_state(model), start) and _same(_state(learner.model), start)
+    assert not learner._rls_r.any() and not learner._rls_z.any()
+    new, old = learner.last_scores
+    assert new < old
+    # The starting model in operation: the same scores, never due again by itself.
+    assert not learner._fallback_due()
+
+
+def test_no_fallback_when_off():
+    learner = _spoilt(0)
+    assert learner._start is None and not learner._fallback_due()
+    assert learner.stats['fallbacks'] == 0
 
 
 def test_prequential_learning_beats_the_frozen_model_after_a_dynamics_change():

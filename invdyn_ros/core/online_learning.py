@@ -8,11 +8,20 @@ batch on the new window plus ``replay_batches`` random older windows, so learnin
 does not erase another. After each update the linear output layer is refitted by recursive
 least squares with forgetting on the LSTM's hidden state (``head_rls``): a linear fit settles
 within a few hundred samples where gradient steps need many windows, and two windows in a row
-with a jump in error (a payload change) make it forget the stale data at once. Every
-``holdout_every``-th window is held back instead; a candidate model is published only when it
-does not score worse than the model in operation on the newest ``holdout_recent`` held-back
-windows (:meth:`OnlineLearner.candidate`): after a payload change older held-back data is
-stale and would reject the adapted model.
+with a jump in error (a payload change) make it forget the stale data at once. How far that
+fit may move from the starting layer (its ridge) is chosen window by window by which choice
+would have predicted the recent windows best before they were learned (``rls_ridge_decades``):
+at 1 kHz after a payload change the fast fit wins; a well-trained model fed 100 Hz data keeps
+most of its layer, where a free fit of 129 weights per joint to the last seconds of motion
+extrapolated badly to the next. Every ``holdout_every``-th window is held back instead; a
+candidate model is published only when it does not score worse than the model in operation on
+the newest ``holdout_recent`` held-back windows (:meth:`OnlineLearner.candidate`): after a
+payload change older held-back data is stale and would reject the adapted model. Held-back
+windows come from the motions just learned, so that gate cannot see a model that fits them at
+the cost of the next motion: each new window is therefore also predicted, before it is
+learned, by the model in operation and by the starting model, and when the model in operation
+did worse over the newest ``fallback_windows`` of them, the starting model is published again
+and training restarts from it.
 
 With ``adapt='payload'`` (a ``residual_rbd`` model) the network is kept as it is and what
 adapts is the load at the flange: :class:`~invdyn_ros.core.payload.PayloadEstimator` fits 10
@@ -80,13 +89,26 @@ class OnlineConfig:
     head_rls: bool = True
     #: Per-sample forgetting factor of that fit (0.999: a memory of ~1000 samples).
     rls_forgetting: float = 0.999
-    #: Ridge weight pulling the fitted output layer towards the starting one [-].
+    #: Ridge weight pulling the fitted output layer towards the starting one [-]; with
+    #: ``rls_ridge_decades`` the smallest of the ridges to choose from.
     rls_ridge: float = 1.0
+    #: Choose that ridge window by window among rls_ridge x 10^0 .. 10^k and the starting
+    #: output layer itself (an infinite ridge): the one whose fit would have predicted the
+    #: recent windows best, each scored before it was learned (0: always ``rls_ridge``).
+    #: A well-trained model then keeps its layer where new data do not show it wrong; a cold
+    #: start or a new payload still gets the fast fit.
+    rls_ridge_decades: int = 4
+    #: Per-window forgetting factor of those scores, in (0, 1] (0.9: about 10 windows) [-].
+    rls_select_forgetting: float = 0.9
     #: Two windows in a row whose error exceeds this factor times the running mean error (a
     #: payload change, a new tool) make that fit forget everything before them (0: never).
     rls_jump_factor: float = 10.0
     #: 'network' (the weights, as above) or 'payload' (see the module docstring).
     adapt: str = 'network'
+    #: adapt 'network': when the model in operation predicted each of the newest this many
+    #: windows, before they were learned, worse in sum than the starting model did, the
+    #: starting model is published again and training restarts from it (0: never).
+    fallback_windows: int = 4
     payload: PayloadConfig = PayloadConfig()
 
     @classmethod
@@ -95,7 +117,8 @@ class OnlineConfig:
         settings wherever an online learner runs), ``overrides`` replacing fields."""
         names = ('batch_size', 'context', 'learning_rate', 'replay_batches', 'replay_size',
                  'holdout_every', 'holdout_size', 'holdout_recent', 'head_rls', 'rls_forgetting',
-                 'rls_ridge', 'rls_jump_factor', 'adapt')
+                 'rls_ridge', 'rls_ridge_decades', 'rls_select_forgetting', 'rls_jump_factor',
+                 'adapt', 'fallback_windows')
         kw: dict[str, Any] = {n: getattr(p, n) for n in names}
         kw['payload'] = PayloadConfig(forgetting=p.payload_forgetting, ridge=p.payload_ridge,
                                       jump_factor=p.payload_jump_factor)
@@ -151,6 +174,8 @@ class OnlineLearner:
         self._lock = threading.Lock()
         self._rng = np.random.default_rng(config.seed)
         self.stats = collections.Counter()
+        #: (new, old) normalised MSE behind the last publication decision, None before one.
+        self.last_scores: Optional[tuple[float, float]] = None
         #: The nominal model's spec in operation (a payload estimate changes it).
         self.published_spec = nominal.spec if self._nominal is not None else None
         self._payload: Optional[PayloadEstimator] = None
@@ -165,6 +190,19 @@ class OnlineLearner:
             self._rls_r = np.zeros((len(self._rls_prior), len(self._rls_prior)))
             self._rls_z = np.zeros_like(self._rls_prior)
             self._rls_change = ChangeDetector(config.rls_jump_factor)
+            k = config.rls_ridge_decades
+            self._ridges = [config.rls_ridge * 10.0 ** i for i in range(k + 1)]
+            if k > 0:
+                self._ridges.append(math.inf)
+            self._ridge_scores = np.zeros(len(self._ridges))
+        #: The ridge the output-layer fit used last (inf: the starting layer kept).
+        self.rls_ridge_in_use = config.rls_ridge
+        # The fallback: the starting model, and how the model in operation and it predicted
+        # the newest windows before they were learned (normalised MSE pairs).
+        self._start: Optional[LstmInverseDynamics] = None
+        if config.adapt == 'network' and config.fallback_windows > 0:
+            self._start = copy.deepcopy(model).eval()
+        self._fresh: collections.deque = collections.deque(maxlen=max(config.fallback_windows, 1))
 
     # --- producer side (callback) ----------------------------------------------------------
     def add_sample(self, t: float, q: np.ndarray, qd: np.ndarray, tau: np.ndarray) -> bool:
@@ -259,10 +297,50 @@ class OnlineLearner:
                 replay = [self._replay[i] for i in
                           self._rng.choice(len(self._replay), size=k, replace=False)] if k else []
                 self._replay.append(w)
+            if self._start is not None:
+                self._score_fresh(w)
             if self._update([w] + replay) and self.config.head_rls:
                 self._refit_head(w)
             done += 1
         return done
+
+    def _score_fresh(self, w: Window) -> None:
+        """How the model in operation and the starting model predict a window not yet
+        learned (the evidence for :meth:`candidate`'s fallback)."""
+        with torch.no_grad():
+            pair = (float(self._loss(self.published, [w])), float(self._loss(self._start, [w])))
+        if all(math.isfinite(v) for v in pair):
+            self._fresh.append(pair)
+
+    def _fallback_due(self) -> bool:
+        """Whether the model in operation did worse than the starting model on each of the
+        newest ``fallback_windows`` windows taken together, scored before they were learned.
+        (While the starting model is in operation both scores are equal: never due.)"""
+        n = self.config.fallback_windows
+        if self._start is None or len(self._fresh) < n:
+            return False
+        return sum(a for a, _ in self._fresh) > sum(b for _, b in self._fresh)
+
+    def _fall_back(self) -> LstmInverseDynamics:
+        """Publish the starting model again and restart training from it: what the learner
+        made of the recent motions generalised worse than what it started from."""
+        n = len(self._fresh)
+        # (new, old) as for a gated candidate: the starting model's and the replaced model's
+        # mean normalised MSE on the fresh windows.
+        self.last_scores = (sum(b for _, b in self._fresh) / n,
+                            sum(a for a, _ in self._fresh) / n)
+        self.published = copy.deepcopy(self._start).eval()
+        with torch.no_grad():
+            for p, p0 in zip(self.model.parameters(), self._start.parameters()):
+                p.copy_(p0)
+        if self.config.head_rls:
+            self._rls_r[:] = 0.0
+            self._rls_z[:] = 0.0
+        self._fresh.clear()
+        self.model_version += 1
+        self.stats['published'] += 1
+        self.stats['fallbacks'] += 1
+        return self.published
 
     @staticmethod
     def _head_matrix(model: LstmInverseDynamics) -> np.ndarray:
@@ -294,6 +372,7 @@ class OnlineLearner:
         if not math.isfinite(err):
             self.stats['rls_discarded'] += 1
             return
+        ridge_now = self._select_ridge(phi, y, decay * r_old, decay * z_old)
         # Right after a sequence start the LSTM state is still warming up: a large error
         # there says nothing about the dynamics, so it neither resets nor counts.
         restart = self._rls_change.observe(
@@ -304,19 +383,45 @@ class OnlineLearner:
             self.stats['rls_resets'] += 1
         r = decay * r_old + r_win
         z = decay * z_old + z_win
-        ridge = cfg.rls_ridge * np.eye(len(r))
-        try:
-            head = np.linalg.solve(r + ridge, z + cfg.rls_ridge * self._rls_prior)
-        except np.linalg.LinAlgError:
-            head = None
-        if head is None or not np.all(np.isfinite(head)) or not np.all(np.isfinite(r)):
+        head = self._ridge_solution(r, z, ridge_now)
+        if head is None or not np.all(np.isfinite(r)):
             self.stats['rls_discarded'] += 1
             return
         self._rls_r, self._rls_z = r, z
+        self.rls_ridge_in_use = ridge_now
         with torch.no_grad():
             model.head.weight.copy_(torch.as_tensor(head[:-1].T, dtype=model.dtype))
             model.head.bias.copy_(torch.as_tensor(head[-1], dtype=model.dtype))
         self.stats['rls_updates'] += 1
+
+    def _ridge_solution(self, r: np.ndarray, z: np.ndarray, ridge: float
+                        ) -> Optional[np.ndarray]:
+        """The output layer (hidden + 1, d) fitting statistics (r, z) with ``ridge`` towards
+        the starting layer (inf: the starting layer); None when not finite."""
+        if math.isinf(ridge):
+            return self._rls_prior.copy()
+        try:
+            head = np.linalg.solve(r + ridge * np.eye(len(r)), z + ridge * self._rls_prior)
+        except np.linalg.LinAlgError:
+            return None
+        return head if np.all(np.isfinite(head)) else None
+
+    def _select_ridge(self, phi: np.ndarray, y: np.ndarray, r: np.ndarray, z: np.ndarray
+                      ) -> float:
+        """Score each candidate ridge's fit of the statistics so far (r, z: before this
+        window) on this window's features phi (n, hidden + 1) and normalised targets y (n, d),
+        add to its forgetting sum, and return the ridge with the lowest sum: a prequential
+        choice, each score made before its window is learned."""
+        if len(self._ridges) == 1:
+            return self._ridges[0]
+        scores = np.full(len(self._ridges), np.inf)
+        for i, ridge in enumerate(self._ridges):
+            head = self._ridge_solution(r, z, ridge)
+            if head is not None:
+                scores[i] = np.mean((phi @ head - y) ** 2)
+        if np.all(np.isfinite(scores)):
+            self._ridge_scores = self.config.rls_select_forgetting * self._ridge_scores + scores
+        return self._ridges[int(np.argmin(self._ridge_scores))]
 
     def _snapshot(self) -> list[tuple[torch.Tensor, dict]]:
         """Copies of every parameter and its optimizer state (Adagrad's sum and step), to
@@ -437,6 +542,8 @@ class OnlineLearner:
         :attr:`published_spec` carries the new payload."""
         if self._payload is not None:
             return self._payload_candidate()
+        if self._fallback_due():
+            return self._fall_back()
         if self.stats['updates'] == 0:
             return None
         new = self.holdout_score(self.model)

@@ -221,6 +221,8 @@ PREDICTOR_INFERENCE = ('auto', 'compiled', 'numpy')
 TRAINER_INPUTS = ('samples', 'joint_states')
 #: What the trainer adapts (see invdyn_ros.core.online_learning).
 TRAINER_ADAPT = ('network', 'payload')
+#: Most decades of ridges the output-layer fit chooses among (each one solve per window).
+MAX_RIDGE_DECADES = 8
 
 
 @dataclass
@@ -245,13 +247,24 @@ class TrainerParams(NodeParams):
     head_rls: bool = _p(True, 'refit the output layer after each update by recursive least '
                         'squares on the LSTM hidden state')
     rls_forgetting: float = _p(0.999, 'per-sample forgetting factor of that fit, in (0, 1]')
-    rls_ridge: float = _p(1.0, 'ridge weight pulling that fit towards the starting output layer')
+    rls_ridge: float = _p(1.0, 'ridge weight pulling that fit towards the starting output '
+                          'layer; with rls_ridge_decades the smallest ridge to choose from')
+    rls_ridge_decades: int = _p(4, 'choose the ridge window by window among rls_ridge x '
+                                '10^0..10^k and the starting layer itself, by which would have '
+                                'predicted the recent windows best before they were learned; '
+                                '0: always rls_ridge')
+    rls_select_forgetting: float = _p(0.9, 'per-window forgetting factor of those scores, in '
+                                      '(0, 1]')
     rls_jump_factor: float = _p(10.0, 'two batches in a row with an error above this factor '
                                 'times the running mean make that fit forget all older data; '
                                 '0: never')
     adapt: str = _p('network', 'what online learning changes: network (LSTM weights, any '
                     'target) or payload (10 inertial parameters of the flange body added to '
                     'the nominal model; residual_rbd models: fast, holds in every pose)')
+    fallback_windows: int = _p(4, 'adapt network: when the model in operation predicted the '
+                               'newest n windows (before they were learned) worse in sum than '
+                               'the starting model, publish the starting model again and '
+                               'restart training from it; 0: never')
     payload_forgetting: float = _p(0.9998, 'adapt payload: per-sample forgetting factor of the '
                                    'payload fit, in (0, 1]')
     payload_ridge: float = _p(1.0, 'adapt payload: ridge weight pulling the fit towards no '
@@ -293,6 +306,15 @@ class TrainerParams(NodeParams):
             raise ParamError('parameter rls_forgetting must be in (0, 1], got '
                              f'{self.rls_forgetting!r}')
         _positive('rls_ridge', self.rls_ridge)
+        _nonneg('rls_ridge_decades', self.rls_ridge_decades)
+        if self.rls_ridge_decades > MAX_RIDGE_DECADES:
+            raise ParamError(f'parameter rls_ridge_decades must be in 0..{MAX_RIDGE_DECADES}, '
+                             f'got {self.rls_ridge_decades}')
+        _positive('rls_select_forgetting', self.rls_select_forgetting)
+        if self.rls_select_forgetting > 1.0:
+            raise ParamError('parameter rls_select_forgetting must be in (0, 1], got '
+                             f'{self.rls_select_forgetting!r}')
+        _nonneg('fallback_windows', self.fallback_windows)
         _nonneg('rls_jump_factor', self.rls_jump_factor)
         _choice('adapt', self.adapt, TRAINER_ADAPT)
         _positive('payload_forgetting', self.payload_forgetting)

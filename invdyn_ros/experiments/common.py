@@ -83,10 +83,15 @@ def online_protocol(rate_hz: float) -> str:
             'torque or a later one), each test run starting again from the offline model. '
             'The learner runs with the trainer node\'s default settings, untuned for this set: '
             f'windows of {tp.batch_size} samples ({tp.batch_size / rate_hz:g} s here), '
-            'Adagrad, replay, the output layer refitted by recursive least squares, and a new '
+            'Adagrad, replay, the output layer refitted by recursive least squares with its '
+            'ridge chosen window by window (among '
+            f'{tp.rls_ridge:g} x 10^0..10^{tp.rls_ridge_decades} and the starting layer, by '
+            'which predicted the recent windows best before they were learned), and a new '
             'model published only when it scores no worse than the one in operation on '
             'held-back windows (adapt payload: better), checked every '
-            f'{tp.publish_period_s:g} s.')
+            f'{tp.publish_period_s:g} s; adapt network falls back to the starting model when '
+            'the model in operation predicted the newest '
+            f'{tp.fallback_windows} windows, each before it was learned, worse than it.')
 
 
 def online_summary(results: Sequence[PrequentialResult], data: Sequence[Prepared]) -> dict:

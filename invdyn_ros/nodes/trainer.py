@@ -208,9 +208,11 @@ class TrainerNode(Node):
                 self._maybe_publish()
 
     def _maybe_publish(self) -> None:
+        fallbacks = self.learner.stats['fallbacks']
         model = self.learner.candidate()
         if model is None:
             return
+        fell_back = self.learner.stats['fallbacks'] > fallbacks
         meta = {**self._target_meta, 'model_version': self.learner.model_version,
                 SESSION_KEY: self.session, 'accel_config': self._accel_dict,
                 'online': {'updates': self.learner.stats['updates'],
@@ -224,9 +226,15 @@ class TrainerNode(Node):
         self._pub.publish(UInt8MultiArray(data=data))
         if self.params.checkpoint_path:
             save_checkpoint(Path(self.params.checkpoint_path), model, meta)
-        self.get_logger().info(f'published model version {self.learner.model_version} '
-                               f'(held-back nMSE {self.learner.last_scores[0]:.4f} vs '
-                               f'{self.learner.last_scores[1]:.4f})')
+        new, old = self.learner.last_scores
+        if fell_back:
+            self.get_logger().warning(
+                f'published model version {self.learner.model_version}: the starting model '
+                f'again (it predicted the newest batches with nMSE {new:.4f}, the adapted '
+                f'model {old:.4f}); training restarts from it')
+        else:
+            self.get_logger().info(f'published model version {self.learner.model_version} '
+                                   f'(held-back nMSE {new:.4f} vs {old:.4f})')
 
     def _publish_diagnostics(self) -> None:
         st = self.learner.stats
@@ -237,6 +245,8 @@ class TrainerNode(Node):
                   'dropped_behind': st['dropped_behind'], 'pending': self.learner.pending(),
                   'last_update_ms': f'{self.update_time_s * 1e3:.2f}',
                   'priority': self.niceness, 'adapt': self.params.adapt,
+                  'fallbacks': st['fallbacks'],
+                  'rls_ridge': f'{self.learner.rls_ridge_in_use:g}',
                   'payload_updates': st['payload_updates'],
                   'payload_resets': st['payload_resets'],
                   'payload_mass_kg': f'{payload_mass(self.learner.published_spec):.3f}'}
