@@ -38,6 +38,13 @@ def _positive(name: str, v: float) -> None:
         raise ParamError(f'parameter {name} must be a positive number, got {v!r}')
 
 
+def _forgetting(name: str, v: float) -> None:
+    """A forgetting factor: in (0, 1]."""
+    _positive(name, v)
+    if v > 1.0:
+        raise ParamError(f'parameter {name} must be in (0, 1], got {v!r}')
+
+
 def _nonneg(name: str, v: float) -> None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
         raise ParamError(f'parameter {name} must be a number >= 0, got {v!r}')
@@ -301,26 +308,17 @@ class TrainerParams(NodeParams):
             raise ParamError(f'parameter nice must be in 0..{MAX_NICE}, got {self.nice}')
         if not isinstance(self.head_rls, bool):
             raise ParamError(f'parameter head_rls must be a bool, got {self.head_rls!r}')
-        _positive('rls_forgetting', self.rls_forgetting)
-        if self.rls_forgetting > 1.0:
-            raise ParamError('parameter rls_forgetting must be in (0, 1], got '
-                             f'{self.rls_forgetting!r}')
+        _forgetting('rls_forgetting', self.rls_forgetting)
         _positive('rls_ridge', self.rls_ridge)
         _nonneg('rls_ridge_decades', self.rls_ridge_decades)
         if self.rls_ridge_decades > MAX_RIDGE_DECADES:
             raise ParamError(f'parameter rls_ridge_decades must be in 0..{MAX_RIDGE_DECADES}, '
                              f'got {self.rls_ridge_decades}')
-        _positive('rls_select_forgetting', self.rls_select_forgetting)
-        if self.rls_select_forgetting > 1.0:
-            raise ParamError('parameter rls_select_forgetting must be in (0, 1], got '
-                             f'{self.rls_select_forgetting!r}')
+        _forgetting('rls_select_forgetting', self.rls_select_forgetting)
         _nonneg('fallback_windows', self.fallback_windows)
         _nonneg('rls_jump_factor', self.rls_jump_factor)
         _choice('adapt', self.adapt, TRAINER_ADAPT)
-        _positive('payload_forgetting', self.payload_forgetting)
-        if self.payload_forgetting > 1.0:
-            raise ParamError('parameter payload_forgetting must be in (0, 1], got '
-                             f'{self.payload_forgetting!r}')
+        _forgetting('payload_forgetting', self.payload_forgetting)
         _positive('payload_ridge', self.payload_ridge)
         _nonneg('payload_jump_factor', self.payload_jump_factor)
         _positive('publish_period_s', self.publish_period_s)

@@ -22,8 +22,9 @@ Feedforward conditions (per motion, payload 200/300/400 ml, nominal and reduced 
 5. ``online``: the LSTM (``residual_rbd``) learning online from a cold start (fresh LSTM
    weights and a zero output layer: it starts as the nominal feedforward) with the trainer
    node's defaults (:class:`~invdyn_ros.core.online_learning.OnlineLearner`: windows of 128
-   samples, Adagrad, replay, a recursive-least-squares refit of the output layer, gating on
-   the newest held-out windows; a candidate every 2 s of simulated time).
+   samples, Adagrad, replay, a recursive-least-squares refit of the output layer with its
+   ridge chosen window by window, gating on the newest held-out windows, the fallback to the
+   starting model; a candidate every 2 s of simulated time).
 
 Every learned feedforward is computed from the reference stream (t, q_des, qd_des) by
 :class:`~invdyn_ros.core.online.OnlinePredictor`, exactly as the predictor node computes it from
